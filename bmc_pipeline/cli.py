@@ -1,0 +1,286 @@
+"""``bmc-backup``: the command line.
+
+Each command parses its arguments, calls the engine (or a Dagster job, for backups, so the run is
+in the UI's history) and reports: a short human text by default, JSON with ``--json``. Engine
+errors become one line on stderr and an exit code per error type (see docs/CLI.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from bmc_pipeline.config import Settings, load_settings
+from bmc_pipeline.engine.crypto import KeyRing, load_keyring, new_key_text, write_key_file
+from bmc_pipeline.engine.errors import BmcError, ConfigError
+from bmc_pipeline.engine.export import FORMATS, export_collection
+from bmc_pipeline.engine.files import BlobStore
+from bmc_pipeline.engine.store import BackupStore
+from bmc_pipeline.engine.validate import validate_backup
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def _store(settings: Settings) -> BackupStore:
+    return BackupStore(
+        settings.backup_dir, dir_mode=settings.storage.dir_mode, file_mode=settings.storage.file_mode
+    )
+
+
+def _keyring(settings: Settings) -> KeyRing:
+    kf = settings.path(settings.encryption.key_file) if settings.encryption.key_file else None
+    return load_keyring(settings.backup_key, kf)
+
+
+def _blobs(settings: Settings, keyring: KeyRing) -> BlobStore:
+    return BlobStore(
+        _store(settings),
+        keyring,
+        level=settings.compression.level,
+        segment_size=settings.encryption.segment_size,
+    )
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-25") from None
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.out:
+        print(new_key_text())
+        print(
+            "# a new backup key; put it in BMC_BACKUP_KEY (or a 0600 key file) and keep a copy "
+            "somewhere safe: backups cannot be read without it",
+            file=sys.stderr,
+        )
+        return 0
+    key = write_key_file(args.out, add=args.add)
+    print(f"wrote key {key.key_id} to {args.out} (mode 0600); set BMC_BACKUP_KEY_FILE={args.out}")
+    print("keep a copy of this file outside this machine: backups cannot be read without it")
+    return 0
+
+
+def cmd_devdb(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline import devdb
+
+    tools = settings.path(settings.devdb.tools_dir)
+    server = devdb.DevServer(
+        devdb.ferretdb_binary(tools), settings.path(settings.devdb.data_dir), settings.devdb.port
+    )
+    if args.action == "install":
+        devdb.install(tools)
+    elif args.action == "start":
+        devdb.install(tools)
+        print(f"FerretDB running at {server.start()} (data in {server.data_dir})")
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+    else:
+        st = server.status()
+        if args.json:
+            _print_json(st)
+        else:
+            print(f"{'running' if st['running'] else 'stopped'}: {st['uri']} (data {st['data_dir']})")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.mongo import connect
+    from bmc_pipeline.engine.sample_data import seed_database, write_files
+
+    db = connect(settings.mongodb.uri)[settings.mongodb.database]
+    counts = seed_database(db, args.conversations, args.seed)
+    files = [] if args.no_files else write_files(settings.files_root, args.seed)
+    if args.json:
+        _print_json({"collections": counts, "files": [str(f) for f in files]})
+    else:
+        for name, n in counts.items():
+            print(f"{name:>14}: {n} documents")
+        if files:
+            print(f"{len(files)} files written under {settings.files_root}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.launch import run_backup
+
+    summary = run_backup(settings, args.type, args.collection, include_files=not args.no_files)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{summary['type']} backup {summary['backup_id']}: {summary['size_bytes']} bytes")
+        print(f"  manifest {summary['path']}")
+        for name, c in summary["collections"].items():
+            print(
+                f"  {name:>14}: {c['documents']} documents, {c['tombstones']} tombstones, "
+                f"{c['stored_bytes']} bytes stored; state {c['state_documents']} documents"
+            )
+        fs = summary["filesystem"]
+        print(f"  {'files':>14}: {fs['files']} files, {fs['new_blobs']} new blobs ({fs['new_bytes']} bytes)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    try:
+        keyring: KeyRing | None = _keyring(settings)
+    except BmcError:
+        keyring = None  # listing works without a key; manifests are then not authenticated
+    refs = store.refs(backup_type=args.type, date_from=args.date_from, date_to=args.date_to)
+    refs = list(reversed(refs))[: args.limit]
+    rows = []
+    for ref in refs:
+        row: dict[str, Any] = {
+            "backup_id": ref.backup_id,
+            "type": ref.backup_type,
+            "timestamp": ref.timestamp.isoformat(),
+            "path": str(ref.manifest_path),
+        }
+        try:
+            m = store.load_manifest(ref, keyring)
+            row["collections"] = {
+                n: c["documents"]["documents"] for n, c in m.get("collections", {}).items()
+            }
+            row["files"] = len(m.get("filesystem", {}).get("files", {}))
+            row["size_bytes"] = sum(
+                c[p]["stored_bytes"] for c in m.get("collections", {}).values() for p in ("documents", "tombstones", "index") if c.get(p)
+            )
+            row["authenticated"] = keyring is not None
+        except BmcError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    if args.json:
+        _print_json({"backups": rows, "count": len(rows)})
+        return 0
+    if not rows:
+        print(f"no backups in {store.root}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['backup_id']}  {r['type']:<11}  ERROR {r['error']}")
+            continue
+        docs = sum(r["collections"].values())
+        print(
+            f"{r['backup_id']}  {r['type']:<11}  {len(r['collections'])} collections  "
+            f"{docs:>8} documents  {r['files']:>3} files  {r['size_bytes']:>11} bytes"
+        )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    keyring = _keyring(settings)
+    ref = store.resolve(args.backup_id)
+    report = validate_backup(store, ref, keyring, blobs=_blobs(settings, keyring))
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        for c in report.checks:
+            mark = "ok  " if c.ok else "FAIL"
+            extra = f" ({c.documents} documents)" if c.documents is not None else ""
+            print(f"{mark} {c.file}{extra}" + (f": {c.error}" if c.error else ""))
+        print(f"backup {ref.backup_id}: {'valid' if report.ok else 'INVALID'}")
+    return 0 if report.ok else 5
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    keyring = _keyring(settings)
+    ref = store.resolve(args.backup_id)
+    n = export_collection(store, ref, keyring, args.collection, args.format, Path(args.out))
+    print(f"wrote {n} documents of {args.collection} from {ref.backup_id} to {args.out} ({args.format})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.demo import run_demo
+
+    return run_demo(settings, conversations=args.conversations, config_path=args.config)
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmc-backup",
+        description="Backup and recovery for the bmc-cotizaciones database and the chatbot's files.",
+    )
+    p.add_argument("--config", help="path of backup_config.json (default: $BMC_CONFIG or ./backup_config.json)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("keygen", help="create a backup key")
+    s.add_argument("--out", help="write it to this file with mode 0600 (else print it)")
+    s.add_argument("--add", action="store_true", help="rotate: put a new key first in an existing key file")
+    s.set_defaults(fn=cmd_keygen)
+
+    s = sub.add_parser("devdb", help="the embedded MongoDB-compatible server (FerretDB)")
+    s.add_argument("action", choices=["install", "start", "stop", "status"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_devdb)
+
+    s = sub.add_parser("seed", help="write the sample data set into the database and files root")
+    s.add_argument("--conversations", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--no-files", action="store_true", help="do not write the chatbot's files")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_seed)
+
+    s = sub.add_parser("backup", help="run a backup now (a Dagster run, visible in the UI)")
+    s.add_argument("--type", choices=["full", "incremental"], default="full")
+    s.add_argument("--collection", action="append", help="only this collection (repeatable)")
+    s.add_argument("--no-files", action="store_true", help="do not snapshot the chatbot's files")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_backup)
+
+    s = sub.add_parser("list", help="list backups, newest first")
+    s.add_argument("--type", choices=["full", "incremental", "rollback"])
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--date-from", type=_date)
+    s.add_argument("--date-to", type=_date)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("validate", help="verify a backup completely (exit 0 only if intact)")
+    s.add_argument("backup_id", help="a backup id, or 'latest'")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("export", help="write one collection of a backup as BSON or Extended JSON")
+    s.add_argument("backup_id")
+    s.add_argument("--collection", required=True)
+    s.add_argument("--format", choices=FORMATS, default="bson")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
+    s.add_argument("--conversations", type=int, default=10_000)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        code: int = args.fn(args, settings)
+        return code
+    except BmcError as exc:
+        print(f"bmc-backup: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bmc-backup: interrupted; nothing partial was published", file=sys.stderr)
+        return 130
+
+
+__all__ = ["ConfigError", "build_parser", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

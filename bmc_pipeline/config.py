@@ -1,0 +1,222 @@
+"""The one source of settings: ``backup_config.json`` plus named environment overrides.
+
+Nothing else in the project reads the configuration file or ``os.environ``; everything receives a
+:class:`Settings` object. Unknown keys are refused (``extra="forbid"``) so a typo in the file is an
+error that names the key instead of a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bmc_pipeline.engine.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "backup_config.json"
+
+# MongoDB's own rules for collection names, narrowed to what a backup file name can hold safely.
+COLLECTION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,119}$")
+
+FieldType = Literal["string", "int", "number", "bool", "date", "array", "object", "objectId"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MongoSettings(_Strict):
+    """Where the database is and how to read it."""
+
+    uri: str = "mongodb://127.0.0.1:27217/"
+    database: str = "bmc-cotizaciones"
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    server_selection_timeout_ms: int = Field(default=5000, ge=100)
+    socket_timeout_ms: int = Field(default=60_000, ge=100)
+
+
+class CollectionSettings(_Strict):
+    """Per-collection knowledge the engine cannot guess."""
+
+    timestamp_field: str | None = None
+    required_fields: dict[str, FieldType] = Field(default_factory=dict)
+    merge_keys: dict[str, str] = Field(default_factory=dict)
+
+
+class StorageSettings(_Strict):
+    """Where backups are written."""
+
+    backup_dir: str = "backups"
+    dir_mode: int = 0o755
+    file_mode: int = 0o600
+
+    @field_validator("dir_mode", "file_mode", mode="before")
+    @classmethod
+    def _octal(cls, v: object) -> object:
+        """JSON has no octal literals, so modes are written as strings like ``"0600"``."""
+        if isinstance(v, str):
+            try:
+                return int(v, 8)
+            except ValueError:
+                raise ValueError(f"a file mode is an octal string like '0600', not {v!r}") from None
+        return v
+
+
+class EncryptionSettings(_Strict):
+    """Key sources. The key itself never lives in this file."""
+
+    key_file: str | None = None
+    segment_size: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+
+
+class CompressionSettings(_Strict):
+    """zstd level: 3 is zstd's own default and a good speed/ratio balance for BSON."""
+
+    level: int = Field(default=3, ge=1, le=19)
+
+
+class FilesSettings(_Strict):
+    """The chatbot's files: knowledge base, configuration and ``.env``."""
+
+    root: str = "chatbot_files"
+    include: list[str] = Field(
+        default_factory=lambda: [
+            "conocimiento_consolidado.json",
+            "base_conocimiento_exportada.json",
+            "config.py",
+            ".env",
+            "kb_populated*.json",
+        ]
+    )
+    exclude: list[str] = Field(default_factory=list)
+
+
+class DevDbSettings(_Strict):
+    """The embedded MongoDB-compatible server used by the demo and the tests."""
+
+    port: int = Field(default=27217, ge=1024, le=65535)
+    data_dir: str = ".bmc/devdb"
+    tools_dir: str = ".tools"
+
+
+class Settings(_Strict):
+    """Everything the project can be told, parsed from ``backup_config.json``."""
+
+    mongodb: MongoSettings = Field(default_factory=MongoSettings)
+    collections: dict[str, CollectionSettings] = Field(default_factory=dict)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    devdb: DevDbSettings = Field(default_factory=DevDbSettings)
+    # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
+    dagster_home: str = ".bmc/dagster"
+    # Key material from the environment; kept out of repr so it never reaches a log.
+    backup_key: str | None = Field(default=None, repr=False, exclude=True)
+    # Directory that relative paths in the file are resolved against.
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("collections")
+    @classmethod
+    def _collection_names(cls, v: dict[str, CollectionSettings]) -> dict[str, CollectionSettings]:
+        for name in v:
+            check_collection_name(name)
+        return v
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path relative to the configuration file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path(self.storage.backup_dir)
+
+    @property
+    def files_root(self) -> Path:
+        return self.path(self.files.root)
+
+    def collection(self, name: str) -> CollectionSettings:
+        """Settings of one collection; a collection not in the file gets the defaults."""
+        check_collection_name(name)
+        return self.collections.get(name, CollectionSettings())
+
+
+def check_collection_name(name: str) -> str:
+    """Refuse names that MongoDB would refuse or that could escape a backup directory."""
+    if not COLLECTION_NAME_RE.match(name) or ".." in name or name.startswith("system."):
+        raise ConfigError(
+            f"invalid collection name {name!r}: use letters, digits, '_', '-' or '.', "
+            "start with a letter or '_', at most 120 characters, no 'system.' prefix"
+        )
+    return name
+
+
+# Environment variable -> (section, field). These are the only variables the project reads.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MONGODB_URI": ("mongodb", "uri"),
+    "BMC_DATABASE": ("mongodb", "database"),
+    "BMC_BACKUP_DIR": ("storage", "backup_dir"),
+    "BMC_FILES_ROOT": ("files", "root"),
+    "BMC_BACKUP_KEY_FILE": ("encryption", "key_file"),
+    "DAGSTER_HOME": ("", "dagster_home"),
+}
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key {loc!r}: remove it or check its spelling (docs/CONFIG.md)")
+        else:
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the configuration file and apply environment overrides.
+
+    The file is ``path``, else ``$BMC_CONFIG``, else ``backup_config.json`` in the current
+    directory; a missing default file means "all defaults", a missing named file is an error.
+    """
+    env = os.environ if env is None else env
+    named = path or env.get("BMC_CONFIG")
+    cfg_path = Path(named) if named else Path(DEFAULT_CONFIG_NAME)
+    data: dict[str, object] = {}
+    if cfg_path.exists():
+        try:
+            loaded = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{cfg_path}: cannot read configuration: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: the top level must be a JSON object")
+        data = loaded
+        data.pop("$comment", None)
+    elif named:
+        raise ConfigError(
+            f"configuration file {cfg_path} does not exist (set by BMC_CONFIG or --config)"
+        )
+
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var) and not section:
+            data[key] = env[var]
+        elif env.get(var):
+            sect = data.setdefault(section, {})
+            if not isinstance(sect, dict):
+                raise ConfigError(f"{cfg_path}: {section!r} must be an object")
+            sect[key] = env[var]
+    data["backup_key"] = env.get("BMC_BACKUP_KEY") or None
+    data["base_dir"] = str(cfg_path.resolve().parent) if cfg_path.exists() else str(Path.cwd())
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(str(cfg_path), exc)) from exc

@@ -1,0 +1,25 @@
+"""The one place that builds ``dagster.Definitions`` (``workspace.yaml`` points here)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from bmc_pipeline.assets import build_all_backup_assets
+from bmc_pipeline.config import Settings, load_settings
+from bmc_pipeline.jobs import backup_jobs
+from bmc_pipeline.resources import resources_from_settings
+from bmc_pipeline.schedules import schedules
+from bmc_pipeline.sensors import sensors
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=build_all_backup_assets(settings),
+        jobs=backup_jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources=resources_from_settings(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,100 @@
+"""Export one collection of a backup to formats other tools read.
+
+``bson`` writes the documents exactly as stored, a file ``mongorestore`` accepts. ``ejson`` writes
+the seed's single-JSON envelope with the documents in canonical Extended JSON, for people and
+scripts that want plain JSON; it is streamed, one document at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import bson
+from bson import json_util
+
+from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.store import BackupRef, BackupStore
+
+FORMATS = ("bson", "ejson")
+
+
+def _open_archive(ref: BackupRef, manifest: dict[str, Any], collection: str) -> Path:
+    colls = manifest.get("collections", {})
+    if collection not in colls:
+        raise BmcError(
+            f"backup {ref.backup_id} holds no collection {collection!r}; "
+            f"it holds: {', '.join(sorted(colls)) or 'none'}"
+        )
+    return ref.manifest_path.parent / colls[collection]["documents"]["file"]
+
+
+def export_collection(
+    store: BackupStore,
+    ref: BackupRef,
+    keyring: KeyRing,
+    collection: str,
+    fmt: str,
+    out_path: Path,
+) -> int:
+    """Write the documents stored for ``collection`` in this backup; returns how many.
+
+    The output is written to a temporary name and renamed at the end, so a failed export (a
+    corrupt archive, say) never leaves a partial file that looks complete.
+    """
+    if fmt not in FORMATS:
+        raise BmcError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    manifest = store.load_manifest(ref, keyring)
+    src = _open_archive(ref, manifest, collection)
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    n = 0
+    try:
+        with src.open("rb") as fh, tmp.open("wb") as out:
+            reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
+            if fmt == "bson":
+                for doc in reader.documents():
+                    out.write(doc)
+                    n += 1
+            else:
+                n = _write_ejson(out, manifest, collection, reader)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+_DECODE = bson.CodecOptions(tz_aware=True, datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO)
+
+
+def _write_ejson(
+    out: BinaryIO, manifest: dict[str, Any], collection: str, reader: ArchiveReader
+) -> int:
+    """The seed's envelope, streamed: the documents array is written one document at a time."""
+
+    def field(name: str, value: Any) -> bytes:
+        return f"  {json.dumps(name)}: {json.dumps(value, sort_keys=True)},\n".encode()
+
+    entry = manifest["collections"][collection]
+    out.write(b"{\n")
+    out.write(field("backup_metadata", manifest["backup_metadata"]))
+    out.write(field("collection_metadata", {collection: entry.get("metadata", {})}))
+    out.write(f'  "collections": {{{json.dumps(collection)}: ['.encode())
+    n = 0
+    for doc in reader.documents():
+        text = json_util.dumps(
+            bson.decode(doc, codec_options=_DECODE), json_options=json_util.CANONICAL_JSON_OPTIONS
+        )
+        out.write((",\n    " if n else "\n    ").encode() + text.encode())
+        n += 1
+    out.write(b"\n  ]},\n")
+    out.write(field("filesystem", manifest.get("filesystem", {})))
+    checksums = json.dumps({collection: manifest["checksums"].get(collection)})
+    out.write(f'  "checksums": {checksums}\n}}\n'.encode())
+    return n

@@ -1,0 +1,137 @@
+"""The few database operations the engine needs, over pymongo and (for in-process tests) mongomock.
+
+pymongo hands out raw BSON batches (``find_raw_batches``) and accepts raw documents
+(``RawBSONDocument``), which keeps Python-object decoding off the hot path. mongomock has neither, so
+for it the same functions encode and decode; the bytes the engine sees are the same either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import bson
+from bson import json_util
+import pymongo
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
+
+from bmc_pipeline.engine.errors import DatabaseError
+
+T = TypeVar("T")
+# Errors after which repeating the whole operation can succeed: the server went away or is busy.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+)
+
+
+_MOCK_CLIENTS: dict[str, Any] = {}
+
+
+def connect(
+    uri: str, *, server_selection_timeout_ms: int = 5000, socket_timeout_ms: int = 60_000
+) -> Any:
+    """A client for ``uri``; ``mongomock://`` gives an in-process mongomock client."""
+    if uri.startswith("mongomock://"):
+        import mongomock
+
+        # One client per URI for the life of the process, so that every part of one in-process
+        # run (seeding, Dagster steps, verification) sees the same data.
+        if uri not in _MOCK_CLIENTS:
+            _MOCK_CLIENTS[uri] = mongomock.MongoClient(tz_aware=True)
+        return _MOCK_CLIENTS[uri]
+    return pymongo.MongoClient(
+        uri,
+        serverSelectionTimeoutMS=server_selection_timeout_ms,
+        socketTimeoutMS=socket_timeout_ms,
+        connectTimeoutMS=min(server_selection_timeout_ms, 10_000),
+        tz_aware=True,
+        appname="bmc_pipeline",
+    )
+
+
+def is_mock(obj: Any) -> bool:
+    return type(obj).__module__.startswith("mongomock")
+
+
+def raw_batches(
+    coll: Any,
+    query: dict[str, Any] | None = None,
+    projection: dict[str, Any] | None = None,
+    *,
+    batch_size: int = 1000,
+) -> Iterator[bytes]:
+    """Matching documents as buffers of concatenated raw BSON, one buffer per server batch."""
+    if not is_mock(coll):
+        yield from coll.find_raw_batches(query or {}, projection, batch_size=batch_size)
+        return
+    buf: list[bytes] = []
+    for doc in coll.find(query or {}, projection):
+        buf.append(bson.encode(doc))
+        if len(buf) >= batch_size:
+            yield b"".join(buf)
+            buf = []
+    if buf:
+        yield b"".join(buf)
+
+
+def insert_raw(coll: Any, docs: Sequence[bytes]) -> int:
+    """Insert raw BSON documents unordered; returns how many were inserted."""
+    if not docs:
+        return 0
+    if is_mock(coll):
+        coll.insert_many([bson.decode(d) for d in docs], ordered=False)
+    else:
+        coll.insert_many([RawBSONDocument(d) for d in docs], ordered=False)
+    return len(docs)
+
+
+def collection_metadata(db: Any, name: str) -> dict[str, Any]:
+    """Options and indexes, as mongodump's ``metadata.json`` holds them (Extended JSON)."""
+    options: dict[str, Any] = {}
+    indexes: list[Any] = []
+    try:
+        for info in db.list_collections(filter={"name": name}):
+            options = dict(info.get("options", {}))
+        indexes = [dict(ix) for ix in db[name].list_indexes()]
+    except (NotImplementedError, AttributeError, TypeError):
+        pass  # mongomock lacks parts of this; the documents are what matter there
+    as_json = json_util.dumps(
+        {"options": options, "indexes": indexes}, json_options=json_util.CANONICAL_JSON_OPTIONS
+    )
+    result: dict[str, Any] = json.loads(as_json)
+    return result
+
+
+def with_retries(
+    what: str,
+    fn: Callable[[], T],
+    *,
+    attempts: int = 3,
+    backoff_s: float = 1.0,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """Run ``fn`` again after a transient database error, with exponential backoff.
+
+    Only errors that a later attempt can cure are retried; a refused command (bad query,
+    duplicate key, authentication) is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except TRANSIENT_ERRORS as exc:
+            if attempt == attempts:
+                raise DatabaseError(
+                    f"{what} failed after {attempts} attempts: {exc}; "
+                    "check that MongoDB is reachable, then run it again"
+                ) from exc
+            if on_retry:
+                on_retry(attempt, exc)
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        except PyMongoError as exc:
+            raise DatabaseError(f"{what} failed: {exc}") from exc
+    raise AssertionError("unreachable")

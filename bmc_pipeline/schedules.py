@@ -1,0 +1,27 @@
+"""Schedules: full backups daily at 02:00 UTC, incrementals every 6 hours (00, 06, 12, 18 UTC).
+
+They run as soon as the Dagster daemon runs (``DefaultScheduleStatus.RUNNING``): backups that wait
+for someone to switch them on are backups that do not happen.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from bmc_pipeline.jobs import backup_jobs
+
+full_job, incremental_job = backup_jobs
+
+full_backup_schedule = dg.build_schedule_from_partitioned_job(
+    full_job,
+    name="full_backup_daily",
+    hour_of_day=2,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+incremental_backup_schedule = dg.build_schedule_from_partitioned_job(
+    incremental_job,
+    name="incremental_backup_6h",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+schedules = [full_backup_schedule, incremental_backup_schedule]
