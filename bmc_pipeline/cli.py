@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ def _print_json(obj: Any) -> None:
 
 def _store(settings: Settings) -> BackupStore:
     return BackupStore(
-        settings.backup_dir, dir_mode=settings.storage.dir_mode, file_mode=settings.storage.file_mode
+        settings.backup_dir,
+        dir_mode=settings.storage.dir_mode,
+        file_mode=settings.storage.file_mode,
     )
 
 
@@ -90,7 +92,9 @@ def cmd_devdb(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _print_json(st)
         else:
-            print(f"{'running' if st['running'] else 'stopped'}: {st['uri']} (data {st['data_dir']})")
+            print(
+                f"{'running' if st['running'] else 'stopped'}: {st['uri']} (data {st['data_dir']})"
+            )
     return 0
 
 
@@ -126,7 +130,9 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
                 f"{c['stored_bytes']} bytes stored; state {c['state_documents']} documents"
             )
         fs = summary["filesystem"]
-        print(f"  {'files':>14}: {fs['files']} files, {fs['new_blobs']} new blobs ({fs['new_bytes']} bytes)")
+        print(
+            f"  {'files':>14}: {fs['files']} files, {fs['new_blobs']} new blobs ({fs['new_bytes']} bytes)"
+        )
     return 0
 
 
@@ -153,7 +159,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             }
             row["files"] = len(m.get("filesystem", {}).get("files", {}))
             row["size_bytes"] = sum(
-                c[p]["stored_bytes"] for c in m.get("collections", {}).values() for p in ("documents", "tombstones", "index") if c.get(p)
+                c[p]["stored_bytes"]
+                for c in m.get("collections", {}).values()
+                for p in ("documents", "tombstones", "index")
+                if c.get(p)
             )
             row["authenticated"] = keyring is not None
         except BmcError as exc:
@@ -197,7 +206,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     keyring = _keyring(settings)
     ref = store.resolve(args.backup_id)
     n = export_collection(store, ref, keyring, args.collection, args.format, Path(args.out))
-    print(f"wrote {n} documents of {args.collection} from {ref.backup_id} to {args.out} ({args.format})")
+    print(
+        f"wrote {n} documents of {args.collection} from {ref.backup_id} to {args.out} ({args.format})"
+    )
     return 0
 
 
@@ -213,12 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bmc-backup",
         description="Backup and recovery for the bmc-cotizaciones database and the chatbot's files.",
     )
-    p.add_argument("--config", help="path of backup_config.json (default: $BMC_CONFIG or ./backup_config.json)")
+    p.add_argument(
+        "--config", help="path of backup_config.json (default: $BMC_CONFIG or ./backup_config.json)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("keygen", help="create a backup key")
     s.add_argument("--out", help="write it to this file with mode 0600 (else print it)")
-    s.add_argument("--add", action="store_true", help="rotate: put a new key first in an existing key file")
+    s.add_argument(
+        "--add", action="store_true", help="rotate: put a new key first in an existing key file"
+    )
     s.set_defaults(fn=cmd_keygen)
 
     s = sub.add_parser("devdb", help="the embedded MongoDB-compatible server (FerretDB)")

@@ -169,7 +169,9 @@ class DevServer:
                 return self.uri
             time.sleep(0.1)
         self.stop()
-        raise DevServerError(f"FerretDB did not listen on port {self.port} within {timeout_s:.0f} s")
+        raise DevServerError(
+            f"FerretDB did not listen on port {self.port} within {timeout_s:.0f} s"
+        )
 
     def stop(self, *, timeout_s: float = 10.0) -> bool:
         """Stop the server if it runs; returns whether one was stopped."""

@@ -24,6 +24,7 @@ def dagster_home(settings: Settings) -> Path:
     """Make sure Dagster has an instance directory, and return it."""
     home = settings.path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # an empty file means "default local storage", said once here
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
 
@@ -77,6 +78,7 @@ def run_backup(
             partition_key=partition_key or current_partition(backup_type),
             asset_selection=selection,
             raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={"bmc/launched_by": "cli"},
         )
     if not result.success:

@@ -10,7 +10,6 @@ Every part carries a blocking integrity check that re-reads what was written, an
 (documents, bytes, ratio, duration, throughput) that the Dagster UI plots over time.
 """
 
-
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -140,13 +139,15 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
         mongo: MongoResource,
         encryption: EncryptionResource,
         storage: StorageResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         selected = context.selected_asset_keys
         names = [c for c in collections if collection_key(backup_type, c) in selected]
         include_files = files_key(backup_type) in selected
         keyring = encryption.keyring()
         store = storage.store()
-        engine = BackupEngine(settings, mongo.database_handle(), store, keyring, log=context.log.info)
+        engine = BackupEngine(
+            settings, mongo.database_handle(), store, keyring, log=context.log.info
+        )
         result = engine.run(
             backup_type,
             names,

@@ -85,6 +85,21 @@ def bson_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> I
         pos += size
 
 
+def count_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> int:
+    """Count and check the framing of concatenated BSON documents without copying them."""
+    pos, end, n = 0, len(buf), 0
+    view = memoryview(buf)
+    while pos < end:
+        size = int.from_bytes(view[pos : pos + 4], "little") if end - pos >= 5 else 0
+        if size < 5 or size > MAX_DOCUMENT_SIZE or pos + size > end or view[pos + size - 1] != 0:
+            raise IntegrityError(
+                f"{where}: malformed BSON document at offset {pos} (length {size})"
+            )
+        pos += size
+        n += 1
+    return n
+
+
 class _BsonSplitter:
     """Cuts a byte stream that arrives in arbitrary chunks into whole BSON documents."""
 
@@ -188,11 +203,12 @@ class ArchiveWriter:
 
     def write_batch(self, batch: bytes | bytearray | memoryview) -> int:
         """Append whole BSON documents; returns how many the batch held."""
-        n = 0
-        for doc in bson_documents(batch, where=self._name):
-            n += 1
-            if self._on_document is not None:
+        if self._on_document is not None:
+            n = 0
+            for n, doc in enumerate(bson_documents(batch, where=self._name), 1):  # noqa: B007
                 self._on_document(doc)
+        else:
+            n = count_documents(batch, where=self._name)
         self._docs += n
         self._raw += len(batch)
         self._plain_hash.update(batch)
@@ -208,7 +224,7 @@ class ArchiveWriter:
         if self._closed:
             raise RuntimeError("archive writer already closed")
         self._closed = True
-        for chunk in self._chunker.finish():
+        for chunk in self._chunker.finish():  # type: ignore[no-untyped-call]
             self._segment(chunk)
         self._emit(self._sealer.seal(self._pending or b"", last=True))
         return ArchiveStats(
@@ -232,7 +248,7 @@ def read_header(inp: BinaryIO, *, name: str = "archive") -> ArchiveHeader:
             path=name,
             reason="bad-magic",
         )
-    magic, version, compression, segment_size, kid_len = _FIXED.unpack(fixed)
+    _, version, compression, segment_size, kid_len = _FIXED.unpack(fixed)
     if version != FORMAT_VERSION:
         raise IntegrityError(
             f"{name}: archive format version {version} is not supported (this program reads "
@@ -327,7 +343,10 @@ class ArchiveReader:
                 )
         seg = self.header.segment_size + TAG_SIZE
         if last and len(ct) < seg:
-            detail = "the file was cut inside this segment, or its bytes were changed"
+            detail = (
+                "the file was cut inside this segment, had bytes appended after it, "
+                "or its bytes were changed"
+            )
         else:
             detail = "its bytes were changed"
         offset = self.header.size + index * seg

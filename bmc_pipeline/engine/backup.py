@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import bson
-
 from bmc_pipeline import __version__
 from bmc_pipeline.config import Settings, check_collection_name
 from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveStats, ArchiveWriter
@@ -158,7 +156,7 @@ def index_entry(elem: bytes, h: bytes) -> bytes:
 
 def parse_index_entry(raw: bytes) -> tuple[bytes, bytes]:
     """Inverse of :func:`index_entry`: (id element, document hash)."""
-    if len(raw) < 45 or raw[-45:-33] != b"\x05h\x00" + (32).to_bytes(4, "little") + b"\x00":
+    if len(raw) < 46 or raw[-41:-33] != b"\x05h\x00" + (32).to_bytes(4, "little") + b"\x00":
         raise IntegrityError("malformed index entry")
     return id_element(raw), raw[-33:-1]
 
@@ -245,13 +243,11 @@ class BackupEngine:
         parent_id: str | None = None
         if mode == "full" or parent is None:
             detection = "full"
-            n = 0
-            for raw in _docs_in(raw_batches(coll, batch_size=batch), name):
+            for n, raw in enumerate(_docs_in(raw_batches(coll, batch_size=batch), name), 1):
                 h = document_hash(raw)
                 docs_w.write_batch(raw)
                 index_w.write_batch(index_entry(id_element(raw), h))
                 digest.add_hash(h)
-                n += 1
                 if n % 50_000 == 0:
                     self.log(f"{name}: {n} documents")
         else:

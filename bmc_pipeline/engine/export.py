@@ -30,7 +30,7 @@ def _open_archive(ref: BackupRef, manifest: dict[str, Any], collection: str) -> 
             f"backup {ref.backup_id} holds no collection {collection!r}; "
             f"it holds: {', '.join(sorted(colls)) or 'none'}"
         )
-    return ref.manifest_path.parent / colls[collection]["documents"]["file"]
+    return ref.manifest_path.parent / str(colls[collection]["documents"]["file"])
 
 
 def export_collection(
@@ -70,7 +70,9 @@ def export_collection(
     return n
 
 
-_DECODE = bson.CodecOptions(tz_aware=True, datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO)
+_DECODE: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
+    tz_aware=True, datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO
+)
 
 
 def _write_ejson(

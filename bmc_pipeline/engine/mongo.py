@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import bson
-from bson import json_util
 import pymongo
+from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
 

@@ -26,11 +26,21 @@ PRODUCTS = [
     ("ISOPANEL-EPS-150", "Isopanel EPS 150 mm para fachada", "m2", 52.0),
     ("GOTERO-FRONTAL", "Gotero frontal prepintado", "ml", 7.8),
     ("CUMBRERA-STD", "Cumbrera estándar", "ml", 11.4),
-    ("TORNILLO-AUTO-12", "Tornillo autoperforante 12x4\"", "unidad", 0.35),
+    ("TORNILLO-AUTO-12", 'Tornillo autoperforante 12x4"', "unidad", 0.35),
     ("SELLADOR-PU", "Sellador poliuretano 600 ml", "unidad", 9.9),
 ]
-NAMES = ["Martín Pereira", "Lucía Fernández", "Diego Rodríguez", "Valentina Silva", "Santiago López",
-         "Camila González", "Federico Martínez", "Sofía Sosa", "Joaquín Núñez", "Florencia Castro"]  # fmt: skip
+NAMES = [
+    "Martín Pereira",
+    "Lucía Fernández",
+    "Diego Rodríguez",
+    "Valentina Silva",
+    "Santiago López",
+    "Camila González",
+    "Federico Martínez",
+    "Sofía Sosa",
+    "Joaquín Núñez",
+    "Florencia Castro",
+]
 CITIES = ["Montevideo", "Canelones", "Maldonado", "Salto", "Paysandú", "Rivera", "Colonia"]
 USER_LINES = [
     "Hola, quisiera cotizar paneles para un techo de {area} m2 en {city}.",
@@ -50,7 +60,13 @@ BOT_LINES = [
     "Tenemos stock disponible; podés retirar en planta o coordinamos el flete.",
 ]
 STATUSES = ["open", "quoted", "closed", "follow_up"]
-EVENTS = ["conversation_started", "quote_generated", "quote_sent", "handoff_to_human", "session_closed"]
+EVENTS = [
+    "conversation_started",
+    "quote_generated",
+    "quote_sent",
+    "handoff_to_human",
+    "session_closed",
+]
 
 
 def _oid(rng: random.Random) -> ObjectId:
@@ -74,86 +90,140 @@ def generate(conversations: int, seed: int = 42) -> Iterator[tuple[str, dict[str
         city = rng.choice(CITIES)
         phone = _phone(rng)
         session_id = f"sess-{seed:04d}-{i:07d}"
-        created = _ms(BASE_TIME - timedelta(days=rng.uniform(0, 42), seconds=rng.randint(0, 86_399)))
+        created = _ms(
+            BASE_TIME - timedelta(days=rng.uniform(0, 42), seconds=rng.randint(0, 86_399))
+        )
         area = rng.randint(40, 900)
         length = rng.randint(8, 120)
         quote_no = f"COT-2026-{seed % 100:02d}{i:06d}"
-        items = []
+        items: list[dict[str, Any]] = []
         for sku, desc, unit, price in rng.sample(PRODUCTS, rng.randint(2, 5)):
             qty = area if unit == "m2" else (length if unit == "ml" else rng.randint(50, 2000))
-            items.append({"sku": sku, "product": desc, "unit": unit, "quantity": qty,
-                          "unit_price": price, "subtotal": round(qty * price, 2)})  # fmt: skip
+            items.append(
+                {
+                    "sku": sku,
+                    "product": desc,
+                    "unit": unit,
+                    "quantity": qty,
+                    "unit_price": price,
+                    "subtotal": round(qty * price, 2),
+                }
+            )
         total = round(sum(it["subtotal"] for it in items) * 1.22, 2)
-        fmt = {"area": area, "city": city, "length": length, "name": name.split()[0],
-               "quote": quote_no, "total": f"{total:,.2f}"}  # fmt: skip
+        fmt = {
+            "area": area,
+            "city": city,
+            "length": length,
+            "name": name.split()[0],
+            "quote": quote_no,
+            "total": f"{total:,.2f}",
+        }
         messages = []
         t = created
         for turn in range(rng.randint(3, 6)):
             t = _ms(t + timedelta(seconds=rng.randint(20, 600)))
-            messages.append({"role": "user", "content": rng.choice(USER_LINES).format(**fmt),
-                             "timestamp": t, "message_id": f"{session_id}-{2 * turn}"})  # fmt: skip
+            messages.append(
+                {
+                    "role": "user",
+                    "content": rng.choice(USER_LINES).format(**fmt),
+                    "timestamp": t,
+                    "message_id": f"{session_id}-{2 * turn}",
+                }
+            )
             t = _ms(t + timedelta(seconds=rng.randint(2, 30)))
-            messages.append({"role": "assistant", "content": rng.choice(BOT_LINES).format(**fmt),
-                             "timestamp": t, "message_id": f"{session_id}-{2 * turn + 1}"})  # fmt: skip
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": rng.choice(BOT_LINES).format(**fmt),
+                    "timestamp": t,
+                    "message_id": f"{session_id}-{2 * turn + 1}",
+                }
+            )
         status = rng.choice(STATUSES)
         quoted = status in ("quoted", "closed") or rng.random() < 0.2
-        yield "conversations", {
-            "_id": _oid(rng),
-            "session_id": session_id,
-            "channel": rng.choice(["whatsapp", "whatsapp", "web"]),
-            "user": {"name": name, "phone": phone, "city": city},
-            "status": status,
-            "messages": messages,
-            "message_count": len(messages),
-            "quote_id": quote_no if quoted else None,
-            "tags": rng.sample(["techo", "fachada", "galpon", "vivienda", "urgente", "mayorista"], 2),
-            "created_at": created,
-            "updated_at": t,
-        }
-        yield "sessions", {
-            "_id": _oid(rng),
-            "session_id": session_id,
-            "user_phone": phone,
-            "state": "closed" if status == "closed" else "active",
-            "started_at": created,
-            "last_activity": t,
-            "created_at": created,
-            "updated_at": t,
-        }
-        yield "context", {
-            "_id": _oid(rng),
-            "session_id": session_id,
-            "variables": {"city": city, "area_m2": area, "structure": rng.choice(["madera", "metálica"]),
-                          "preferred_product": items[0]["sku"]},  # fmt: skip
-            "updated_at": t,
-        }
-        if quoted:
-            yield "quotes", {
+        yield (
+            "conversations",
+            {
                 "_id": _oid(rng),
-                "quote_id": quote_no,
                 "session_id": session_id,
-                "customer": {"name": name, "phone": phone,
-                             "email": f"{name.split()[0].lower()}{i}@example.com.uy"},  # fmt: skip
-                "items": items,
-                "currency": "USD",
-                "tax_rate": 0.22,
-                "total": total,
-                "status": "sent" if status == "quoted" else "accepted",
-                "valid_until": _ms(created + timedelta(days=15)),
-                "created_at": messages[-1]["timestamp"],
+                "channel": rng.choice(["whatsapp", "whatsapp", "web"]),
+                "user": {"name": name, "phone": phone, "city": city},
+                "status": status,
+                "messages": messages,
+                "message_count": len(messages),
+                "quote_id": quote_no if quoted else None,
+                "tags": rng.sample(
+                    ["techo", "fachada", "galpon", "vivienda", "urgente", "mayorista"], 2
+                ),
+                "created_at": created,
                 "updated_at": t,
-            }
-        for ev in rng.sample(EVENTS, 2):
-            yield "analytics", {
+            },
+        )
+        yield (
+            "sessions",
+            {
                 "_id": _oid(rng),
-                "event": ev,
                 "session_id": session_id,
-                "timestamp": _ms(created + timedelta(seconds=rng.randint(0, 3600))),
-                "properties": {"channel": "whatsapp", "city": city, "messages": len(messages)},
-            }
+                "user_phone": phone,
+                "state": "closed" if status == "closed" else "active",
+                "started_at": created,
+                "last_activity": t,
+                "created_at": created,
+                "updated_at": t,
+            },
+        )
+        yield (
+            "context",
+            {
+                "_id": _oid(rng),
+                "session_id": session_id,
+                "variables": {
+                    "city": city,
+                    "area_m2": area,
+                    "structure": rng.choice(["madera", "metálica"]),
+                    "preferred_product": items[0]["sku"],
+                },
+                "updated_at": t,
+            },
+        )
+        if quoted:
+            yield (
+                "quotes",
+                {
+                    "_id": _oid(rng),
+                    "quote_id": quote_no,
+                    "session_id": session_id,
+                    "customer": {
+                        "name": name,
+                        "phone": phone,
+                        "email": f"{name.split()[0].lower()}{i}@example.com.uy",
+                    },
+                    "items": items,
+                    "currency": "USD",
+                    "tax_rate": 0.22,
+                    "total": total,
+                    "status": "sent" if status == "quoted" else "accepted",
+                    "valid_until": _ms(created + timedelta(days=15)),
+                    "created_at": messages[-1]["timestamp"],
+                    "updated_at": t,
+                },
+            )
+        for ev in rng.sample(EVENTS, 2):
+            yield (
+                "analytics",
+                {
+                    "_id": _oid(rng),
+                    "event": ev,
+                    "session_id": session_id,
+                    "timestamp": _ms(created + timedelta(seconds=rng.randint(0, 3600))),
+                    "properties": {"channel": "whatsapp", "city": city, "messages": len(messages)},
+                },
+            )
 
 
-def seed_database(db: Any, conversations: int, seed: int = 42, *, drop: bool = True, batch: int = 2000) -> dict[str, int]:
+def seed_database(
+    db: Any, conversations: int, seed: int = 42, *, drop: bool = True, batch: int = 2000
+) -> dict[str, int]:
     """Write the data set into ``db`` (dropping the five collections first); returns counts."""
     names = ["conversations", "quotes", "sessions", "context", "analytics"]
     if drop:
@@ -185,23 +255,35 @@ def write_files(root: Path, seed: int = 42) -> list[Path]:
     (root / "exportaciones").mkdir(exist_ok=True)
     kb = {
         "version": "2026.11",
-        "productos": [{"sku": s, "descripcion": d, "unidad": u, "precio_usd": p} for s, d, u, p in PRODUCTS],
+        "productos": [
+            {"sku": s, "descripcion": d, "unidad": u, "precio_usd": p} for s, d, u, p in PRODUCTS
+        ],
         "preguntas_frecuentes": [
-            {"pregunta": "¿Hacen envíos al interior?", "respuesta": "Sí, a todo Uruguay en 3 a 5 días hábiles."},
-            {"pregunta": "¿Qué garantía tienen los paneles?", "respuesta": "10 años contra defectos de fabricación."},
+            {
+                "pregunta": "¿Hacen envíos al interior?",
+                "respuesta": "Sí, a todo Uruguay en 3 a 5 días hábiles.",
+            },
+            {
+                "pregunta": "¿Qué garantía tienen los paneles?",
+                "respuesta": "10 años contra defectos de fabricación.",
+            },
         ],
     }
     sample = [doc for c, doc in generate(6, seed + 1) if c == "conversations"]
     as_json = json.loads(json.dumps(sample, default=str))
     files = {
         "conocimiento_consolidado.json": json.dumps(kb, ensure_ascii=False, indent=2),
-        "base_conocimiento_exportada.json": json.dumps({"exportado": BASE_TIME.isoformat(), "kb": kb}, ensure_ascii=False),
+        "base_conocimiento_exportada.json": json.dumps(
+            {"exportado": BASE_TIME.isoformat(), "kb": kb}, ensure_ascii=False
+        ),
         "config.py": 'MODEL = "gpt-4o-mini"\nMAX_TOKENS = 800\nIDIOMA = "es-UY"\n',
         ".env": f"OPENAI_API_KEY=sk-demo-{rng.getrandbits(64):016x}\nWHATSAPP_TOKEN=demo-{rng.getrandbits(64):016x}\n",
         "kb_populated_2026-10-01.json": json.dumps(kb, ensure_ascii=False),
         "kb_populated_v2.json": json.dumps({"data": {"conocimiento": kb}}, ensure_ascii=False),
         "backup_conversations_2026-10-15.json": json.dumps(as_json[:3], ensure_ascii=False),
-        "exportaciones/export_conversations.json": json.dumps({"data": {"conversations": as_json[3:]}}, ensure_ascii=False),
+        "exportaciones/export_conversations.json": json.dumps(
+            {"data": {"conversations": as_json[3:]}}, ensure_ascii=False
+        ),
         "exportaciones/backup_2026-10-20.json": json.dumps(as_json[:2], ensure_ascii=False),
     }
     out = []

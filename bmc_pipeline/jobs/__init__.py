@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from bmc_pipeline.assets.backups import PARTITIONS
-
 BACKUP_JOB_NAMES = {"full": "full_backup_job", "incremental": "incremental_backup_job"}
 
 
@@ -14,7 +12,6 @@ def backup_job(backup_type: str) -> dg.UnresolvedAssetJobDefinition:
         BACKUP_JOB_NAMES[backup_type],
         selection=dg.AssetSelection.groups("mongo_backups")
         & dg.AssetSelection.key_prefixes(["backups", backup_type]),
-        partitions_def=PARTITIONS[backup_type],
         description=f"{backup_type} backup of every configured collection and the chatbot's files",
         tags={"bmc/operation": "backup", "bmc/backup_type": backup_type},
     )

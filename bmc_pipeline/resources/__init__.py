@@ -16,7 +16,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.store import BackupStore
 
 
-class MongoResource(dg.ConfigurableResource):  # type: ignore[misc]
+class MongoResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The database to back up or restore into; ``mongomock://`` runs in process (tests)."""
 
     uri: str
@@ -35,7 +35,7 @@ class MongoResource(dg.ConfigurableResource):  # type: ignore[misc]
         return self.client()[self.database]
 
 
-class EncryptionResource(dg.ConfigurableResource):  # type: ignore[misc]
+class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The key ring: keys from ``key`` (normally ``EnvVar("BMC_BACKUP_KEY")``) then ``key_file``."""
 
     key: str | None = None
@@ -45,7 +45,7 @@ class EncryptionResource(dg.ConfigurableResource):  # type: ignore[misc]
         return load_keyring(self.key, self.key_file)
 
 
-class StorageResource(dg.ConfigurableResource):  # type: ignore[misc]
+class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where backups are stored: a local directory."""
 
     backup_dir: str
@@ -58,7 +58,7 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[misc]
         return BackupStore(Path(self.backup_dir), dir_mode=self.dir_mode, file_mode=self.file_mode)
 
 
-def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def resources_from_settings(settings: Settings) -> dict[str, Any]:
     """The resources for a deployment described by ``settings``.
 
     The key is passed as ``EnvVar`` so that Dagster's UI shows the variable's name, not its value.

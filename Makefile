@@ -1,0 +1,51 @@
+# The two commands a new user needs are `make demo` and `make test`; both set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.bmc/dagster
+
+.PHONY: setup ferretdb demo test lint ui bench clean
+
+setup: $(VENV)/.installed ferretdb
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The embedded MongoDB-compatible server (FerretDB v1.24.2), built with Go into .tools/.
+ferretdb: $(VENV)/.installed
+	@if command -v go >/dev/null 2>&1; then \
+		$(BIN)/bmc-backup devdb install; \
+	else \
+		echo "Go not found: the demo will use mongomock and the integration tests will be skipped"; \
+	fi
+
+demo: setup
+	$(BIN)/bmc-backup demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest
+
+# Dagster's UI on http://127.0.0.1:3000 (loopback only: it has no authentication of its own).
+ui: setup
+	mkdir -p "$(DAGSTER_HOME)" && touch "$(DAGSTER_HOME)/dagster.yaml"
+	@if [ -z "$$BMC_BACKUP_KEY$$BMC_BACKUP_KEY_FILE" ] && [ -f .bmc/demo.key ]; then \
+		echo "using the demo key .bmc/demo.key"; \
+		BMC_BACKUP_KEY_FILE=.bmc/demo.key $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+	else \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+	fi
+
+bench: setup
+	$(BIN)/python -m benchmarks.archive
+
+clean:
+	-$(BIN)/bmc-backup devdb stop
+	rm -rf .bmc backups chatbot_files

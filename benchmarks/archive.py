@@ -1,0 +1,176 @@
+"""Archive writer/reader throughput next to the floor, and peak memory at two input sizes.
+
+    python -m benchmarks.archive [--mb 50] [--repeat 3]
+
+The floor is the same work with no framing: zstd at the same level over the same bytes, AES-256-GCM
+over the compressed output in pieces of the segment size, SHA-256 of the plaintext and of the
+ciphertext. The writer and reader should reach at least 0.8 of it. Peak memory is measured in child
+processes that stream 1x and 10x the input through the writer and the reader; it should not grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import bson
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bmc_pipeline.engine.archive import ArchiveReader, ArchiveWriter
+from bmc_pipeline.engine.crypto import Key, KeyRing
+from bmc_pipeline.engine.sample_data import generate
+
+SEGMENT = 1 << 20
+LEVEL = 3
+
+
+def sample_batches(mb: int) -> list[bytes]:
+    """About ``mb`` MB of the chatbot's documents as raw BSON, in batches like a cursor's."""
+    out, batch, size, n = [], [], 0, 0
+    while size < mb * 1_000_000:
+        for _, doc in generate(2000, seed=n):
+            raw = bson.encode(doc)
+            batch.append(raw)
+            size += len(raw)
+        n += 1
+        out.append(b"".join(batch))
+        batch = []
+    return out
+
+
+def floor_write(batches: list[bytes], key: bytes) -> bytes:
+    aead = AESGCM(key)
+    plain, stored = hashlib.sha256(), hashlib.sha256()
+    chunker = zstandard.ZstdCompressor(level=LEVEL).chunker(chunk_size=SEGMENT)
+    out = io.BytesIO()
+    nonce = os.urandom(12)
+    for b in batches:
+        plain.update(b)
+        for c in chunker.compress(b):
+            ct = aead.encrypt(nonce, c, None)
+            stored.update(ct)
+            out.write(ct)
+    for c in chunker.finish():
+        ct = aead.encrypt(nonce, c, None)
+        stored.update(ct)
+        out.write(ct)
+    return out.getvalue()
+
+
+def floor_read(batches: list[bytes], key: bytes) -> None:
+    """Decrypt + decompress + hash the same payload, with the pieces' boundaries known."""
+    aead = AESGCM(key)
+    nonce = os.urandom(12)
+    cts = []
+    chunker = zstandard.ZstdCompressor(level=LEVEL).chunker(chunk_size=SEGMENT)
+    for b in batches:
+        cts.extend(aead.encrypt(nonce, c, None) for c in chunker.compress(b))
+    cts.extend(aead.encrypt(nonce, c, None) for c in chunker.finish())
+    t0 = time.perf_counter()
+    dec = zstandard.ZstdDecompressor().decompressobj()
+    plain, stored = hashlib.sha256(), hashlib.sha256()
+    for ct in cts:
+        stored.update(ct)
+        plain.update(dec.decompress(aead.decrypt(nonce, ct, None)))
+    floor_read.elapsed = time.perf_counter() - t0  # type: ignore[attr-defined]
+
+
+def timed(fn: object, *args: object) -> float:
+    t0 = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
+def ours_write(batches: list[bytes], ring: KeyRing) -> bytes:
+    out = io.BytesIO()
+    w = ArchiveWriter(out, ring, level=LEVEL, segment_size=SEGMENT)
+    for b in batches:
+        w.write_batch(b)
+    w.close()
+    return out.getvalue()
+
+
+def ours_read(data: bytes, ring: KeyRing) -> None:
+    for _ in ArchiveReader(io.BytesIO(data), ring).documents():
+        pass
+
+
+def _stream(batches: list[bytes], times: int) -> Iterator[bytes]:
+    for _ in range(times):
+        yield from batches
+
+
+def memory_child(mb: int, times: int) -> None:
+    """Stream ``times`` copies of the sample through writer then reader via a temp file."""
+    import tempfile
+
+    batches = sample_batches(mb)
+    ring = KeyRing([Key(os.urandom(32))])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryFile() as fh:
+        w = ArchiveWriter(fh, ring, level=LEVEL, segment_size=SEGMENT)
+        for b in _stream(batches, times):
+            w.write_batch(b)
+        w.close()
+        fh.seek(0)
+        n = sum(1 for _ in ArchiveReader(fh, ring).documents())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{n} {base} {peak}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+
+    batches = sample_batches(args.mb)
+    total = sum(len(b) for b in batches)
+    key = os.urandom(32)
+    ring = KeyRing([Key(key)])
+    mb = total / 1e6
+    print(
+        f"input: {mb:.1f} MB of raw BSON ({sum(1 for b in batches for _ in [b])} batches), zstd level {LEVEL}, segments {SEGMENT} bytes"
+    )
+
+    fw = min(timed(floor_write, batches, key) for _ in range(args.repeat))
+    ow = min(timed(ours_write, batches, ring) for _ in range(args.repeat))
+    data = ours_write(batches, ring)
+    frs = []
+    for _ in range(args.repeat):
+        floor_read(batches, key)
+        frs.append(floor_read.elapsed)  # type: ignore[attr-defined]
+    fr = min(frs)
+    orr = min(timed(ours_read, data, ring) for _ in range(args.repeat))
+    print(f"stored: {len(data) / 1e6:.1f} MB (ratio {total / len(data):.2f})")
+    print(f"write: floor {mb / fw:7.1f} MB/s   ours {mb / ow:7.1f} MB/s   ours/floor {fw / ow:.2f}")
+    print(
+        f"read:  floor {mb / fr:7.1f} MB/s   ours {mb / orr:7.1f} MB/s   ours/floor {fr / orr:.2f}"
+    )
+
+    for times in (1, 10):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.archive", "--memory-child", str(args.mb), str(times)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        n, base, peak = (int(x) for x in out.stdout.split())
+        print(
+            f"memory: {times * mb:6.0f} MB streamed ({n} documents): peak RSS {peak / 1024:.0f} MiB, "
+            f"of which {max(0, peak - base) / 1024:.0f} MiB above the loaded sample"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The Dagster definitions: they load, resolve, keep their asset keys, and schedule correctly."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from bmc_pipeline.config import Settings
+from bmc_pipeline.definitions import build_definitions
+from bmc_pipeline.engine.crypto import Key
+from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.sample_data import seed_database, write_files
+from bmc_pipeline.engine.store import BackupStore
+from bmc_pipeline.launch import run_backup
+from tests.conftest import ROOT, make_settings
+
+# Renaming an asset orphans its history in the Dagster instance: this list changes on purpose only.
+EXPECTED_ASSET_KEYS = sorted(
+    f"backups/{t}/{name}"
+    for t in ("full", "incremental")
+    for name in (
+        "conversations",
+        "quotes",
+        "sessions",
+        "context",
+        "analytics",
+        "files",
+        "backup_set",
+    )
+)
+
+
+@pytest.fixture
+def mock_settings(tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    # Dagster reads the key through EnvVar (its UI shows the name, never the value)
+    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
+    return s
+
+
+def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Settings) -> None:
+    defs = build_definitions(mock_settings)
+    dg.Definitions.validate_loadable(defs)
+    for name in ("full_backup_job", "incremental_backup_job"):
+        assert defs.resolve_job_def(name) is not None
+    for sched in ("full_backup_daily", "incremental_backup_6h"):
+        assert defs.resolve_schedule_def(sched).default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_asset_keys_snapshot(mock_settings: Settings) -> None:
+    defs = build_definitions(mock_settings)
+    keys = sorted(k.to_user_string() for k in defs.resolve_all_asset_keys())
+    assert keys == EXPECTED_ASSET_KEYS
+
+
+def test_module_level_defs_load_from_workspace_module() -> None:
+    from bmc_pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert (ROOT / "workspace.yaml").read_text().count("bmc_pipeline.definitions") == 1
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at", "partition"),
+    [
+        ("full_backup_daily", datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc), "2026-11-25"),
+        (
+            "incremental_backup_6h",
+            datetime(2026, 11, 25, 6, 0, tzinfo=timezone.utc),
+            "2026-11-25-06:00",
+        ),
+        (
+            "incremental_backup_6h",
+            datetime(2026, 11, 25, 18, 0, tzinfo=timezone.utc),
+            "2026-11-25-18:00",
+        ),
+    ],
+)
+def test_schedule_ticks_request_the_expected_partition(
+    mock_settings: Settings, schedule: str, at: datetime, partition: str
+) -> None:
+    defs = build_definitions(mock_settings)
+    sched = defs.resolve_schedule_def(schedule)
+    result = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=at))
+    assert result.run_requests is not None and len(result.run_requests) == 1
+    assert result.run_requests[0].partition_key == partition
+
+
+def test_schedules_fire_at_the_documented_times(mock_settings: Settings) -> None:
+    defs = build_definitions(mock_settings)
+    assert defs.resolve_schedule_def("full_backup_daily").cron_schedule == "0 2 * * *"
+    assert defs.resolve_schedule_def("incremental_backup_6h").cron_schedule == "0 */6 * * *"
+
+
+def test_backup_job_run_in_process_publishes_and_reports_metadata(mock_settings: Settings) -> None:
+    db = connect(mock_settings.mongodb.uri)[mock_settings.mongodb.database]
+    seed_database(db, 50, seed=9)
+    write_files(mock_settings.files_root)
+    summary = run_backup(mock_settings, "full")
+    assert summary["collections"]["conversations"]["documents"] == 50
+    assert summary["filesystem"]["files"] == 6
+    refs = BackupStore(mock_settings.backup_dir).refs()
+    assert [r.backup_id for r in refs] == [summary["backup_id"]]
+    # the run is in the instance's history with its materialization metadata
+    with dg.DagsterInstance.get() as instance:
+        ev = instance.get_latest_materialization_event(
+            dg.AssetKey(["backups", "full", "conversations"])
+        )
+        assert ev is not None and ev.asset_materialization is not None
+        md = ev.asset_materialization.metadata
+        for field in ("documents", "raw_bytes", "stored_bytes", "compression_ratio", "duration_s",
+                      "docs_per_s", "backup_id", "path", "state_digest"):  # fmt: skip
+            assert field in md, field
+        assert md["backup_id"].value == summary["backup_id"]
+
+
+def test_each_run_is_its_own_backup_point_even_for_the_same_partition(
+    mock_settings: Settings,
+) -> None:
+    db = connect(mock_settings.mongodb.uri)[mock_settings.mongodb.database]
+    seed_database(db, 5, seed=9)
+    a = run_backup(
+        mock_settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20"
+    )
+    b = run_backup(
+        mock_settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20"
+    )
+    assert a["backup_id"] != b["backup_id"]
+    assert len(BackupStore(mock_settings.backup_dir).refs()) == 2
+
+
+def test_failed_backup_run_fails_with_the_cause_and_publishes_nothing(
+    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bmc_pipeline.devdb import free_port
+    from bmc_pipeline.engine.errors import BmcError
+
+    # a port where nothing listens: the run fails after its retries, with the collection named
+    settings = make_settings(
+        tmp_path, f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300", "x", key
+    )
+    monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
+    with pytest.raises(BmcError, match=r"backup of collection 'conversations' failed"):
+        run_backup(settings, "full", ["conversations"], include_files=False)
+    assert BackupStore(settings.backup_dir).refs() == []
+
+
+def test_cli_backup_and_list_against_the_server(
+    settings: Settings, mongo_db: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from bmc_pipeline.cli import main
+
+    seed_database(mongo_db, 40, seed=10)
+    write_files(settings.files_root)
+    cfg = tmp_path / "cfg.json"
+    data = settings.model_dump(mode="json")
+    data["storage"].update(dir_mode="0755", file_mode="0600")
+    cfg.write_text(json.dumps(data))
+    os.environ["BMC_BACKUP_KEY"] = settings.backup_key or ""
+    try:
+        assert main(["--config", str(cfg), "backup", "--type", "full", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert set(out) >= {
+            "backup_id",
+            "path",
+            "timestamp",
+            "type",
+            "size_bytes",
+            "collections",
+            "filesystem",
+        }
+        assert out["collections"]["conversations"]["documents"] == 40
+        assert (
+            main(
+                [
+                    "--config",
+                    str(cfg),
+                    "backup",
+                    "--type",
+                    "incremental",
+                    "--collection",
+                    "quotes",
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        inc = json.loads(capsys.readouterr().out)
+        assert (
+            list(inc["collections"]) == ["quotes"]
+            and inc["collections"]["quotes"]["documents"] == 0
+        )
+        assert main(["--config", str(cfg), "list", "--json"]) == 0
+        listing = json.loads(capsys.readouterr().out)
+        assert [b["backup_id"] for b in listing["backups"]] == [inc["backup_id"], out["backup_id"]]
+        assert main(["--config", str(cfg), "list", "--type", "full", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["count"] == 1
+    finally:
+        del os.environ["BMC_BACKUP_KEY"]
