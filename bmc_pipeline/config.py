@@ -96,6 +96,15 @@ class FilesSettings(_Strict):
     exclude: list[str] = Field(default_factory=list)
 
 
+class RestoreSettings(_Strict):
+    """How restores write."""
+
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    default_strategy: Literal["skip_duplicates", "overwrite", "merge", "timestamp_based"] = (
+        "skip_duplicates"
+    )
+
+
 class DevDbSettings(_Strict):
     """The embedded MongoDB-compatible server used by the demo and the tests."""
 
@@ -113,6 +122,7 @@ class Settings(_Strict):
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    restore: RestoreSettings = Field(default_factory=RestoreSettings)
     devdb: DevDbSettings = Field(default_factory=DevDbSettings)
     # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
     dagster_home: str = ".bmc/dagster"

@@ -78,21 +78,21 @@ def _mutate(db: Any) -> dict[str, int]:
     ids = [d["_id"] for d in convs.find({}, {"_id": 1}).sort("_id", 1).limit(400)]
     updated = ids[:100]
     deleted = ids[100:150]
-    for i in updated:
-        convs.update_one(
-            {"_id": i},
-            {
-                "$push": {
-                    "messages": {
-                        "role": "user",
-                        "content": "¿Sigue vigente la cotización?",
-                        "timestamp": now,
-                        "message_id": f"{i}-late",
-                    }
-                },
-                "$set": {"updated_at": now, "status": "follow_up"},
+    # one update_many, not 100 update_one: FerretDB's SQLite handler scans the collection per query
+    convs.update_many(
+        {"_id": {"$in": updated}},
+        {
+            "$push": {
+                "messages": {
+                    "role": "user",
+                    "content": "¿Sigue vigente la cotización?",
+                    "timestamp": now,
+                    "message_id": "late-follow-up",
+                }
             },
-        )
+            "$set": {"updated_at": now, "status": "follow_up"},
+        },
+    )
     convs.delete_many({"_id": {"$in": deleted}})
     convs.insert_many(
         [

@@ -85,61 +85,42 @@ def bson_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> I
         pos += size
 
 
-def count_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> int:
-    """Count and check the framing of concatenated BSON documents without copying them."""
+_INT32 = struct.Struct("<i")
+
+
+def _walk(buf: bytes | bytearray | memoryview, where: str, base: int = 0) -> tuple[int, int]:
+    """Walk document lengths: (end of the last whole document, how many whole documents).
+
+    Checks each length and terminator without copying anything; ``base`` is the stream offset of
+    ``buf`` for messages.
+    """
     pos, end, n = 0, len(buf), 0
-    view = memoryview(buf)
-    while pos < end:
-        size = int.from_bytes(view[pos : pos + 4], "little") if end - pos >= 5 else 0
-        if size < 5 or size > MAX_DOCUMENT_SIZE or pos + size > end or view[pos + size - 1] != 0:
+    unpack = _INT32.unpack_from
+    while end - pos >= 4:
+        size = unpack(buf, pos)[0]
+        if size < 5 or size > MAX_DOCUMENT_SIZE:
             raise IntegrityError(
-                f"{where}: malformed BSON document at offset {pos} (length {size})"
+                f"{where}: malformed BSON document at offset {base + pos} (length {size})",
+                reason="bad-bson",
+            )
+        if end - pos < size:
+            break
+        if buf[pos + size - 1] != 0:
+            raise IntegrityError(
+                f"{where}: BSON document at offset {base + pos} is not terminated",
+                reason="bad-bson",
             )
         pos += size
         n += 1
+    return pos, n
+
+
+def count_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> int:
+    """Count and check concatenated BSON documents; the buffer must end on a boundary."""
+    pos, n = _walk(buf, where)
+    if pos != len(buf):
+        raise IntegrityError(f"{where}: {len(buf) - pos} stray bytes after the last BSON document")
     return n
-
-
-class _BsonSplitter:
-    """Cuts a byte stream that arrives in arbitrary chunks into whole BSON documents."""
-
-    def __init__(self, where: str) -> None:
-        self._buf = bytearray()
-        self._where = where
-        self.offset = 0  # stream offset of the start of ``_buf``
-
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
-        self._buf += chunk
-        buf, pos, end = self._buf, 0, len(self._buf)
-        while end - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "little")
-            if size < 5 or size > MAX_DOCUMENT_SIZE:
-                raise IntegrityError(
-                    f"{self._where}: malformed BSON document at plaintext offset "
-                    f"{self.offset + pos} (length {size})",
-                    reason="bad-bson",
-                )
-            if end - pos < size:
-                break
-            if buf[pos + size - 1] != 0:
-                raise IntegrityError(
-                    f"{self._where}: BSON document at plaintext offset {self.offset + pos} "
-                    "is not terminated",
-                    reason="bad-bson",
-                )
-            yield bytes(buf[pos : pos + size])
-            pos += size
-        if pos:
-            del buf[:pos]
-            self.offset += pos
-
-    def finish(self) -> None:
-        if self._buf:
-            raise IntegrityError(
-                f"{self._where}: the document stream ends inside a document "
-                f"({len(self._buf)} bytes at plaintext offset {self.offset})",
-                reason="bad-bson",
-            )
 
 
 def _build_header(key: Key, segment_size: int, salt: bytes, prefix: bytes, mac_key: bytes) -> bytes:
@@ -390,14 +371,32 @@ class ArchiveReader:
             raise self._fail("payload ends inside a zstd frame", "bad-zstd")
         self._done = True
 
+    def raw_batches(self) -> Iterator[bytes]:
+        """Buffers of whole, checked BSON documents, as ``find_raw_batches`` gives them.
+
+        This is the fast way to read: no Python object per document.
+        """
+        pending = b""
+        offset = 0
+        for chunk in self.chunks():
+            buf = pending + chunk if pending else chunk
+            end, n = _walk(buf, self._name, offset)
+            if n:
+                self._docs += n
+                offset += end
+                yield buf[:end]
+            pending = buf[end:]
+        if pending:
+            raise self._fail(
+                f"the document stream ends inside a document ({len(pending)} bytes at offset "
+                f"{offset})",
+                "bad-bson",
+            )
+
     def documents(self) -> Iterator[bytes]:
         """Each document's raw BSON bytes, in stored order."""
-        splitter = _BsonSplitter(self._name)
-        for chunk in self.chunks():
-            for doc in splitter.feed(chunk):
-                self._docs += 1
-                yield doc
-        splitter.finish()
+        for batch in self.raw_batches():
+            yield from bson_documents(batch, where=self._name)
 
     def batches(self, max_bytes: int = 4 << 20) -> Iterator[list[bytes]]:
         """Documents grouped into lists of about ``max_bytes``, for batched writes."""

@@ -56,9 +56,9 @@ def export_collection(
         with src.open("rb") as fh, tmp.open("wb") as out:
             reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
             if fmt == "bson":
-                for doc in reader.documents():
-                    out.write(doc)
-                    n += 1
+                for batch in reader.raw_batches():
+                    out.write(batch)
+                n = reader.stats.documents
             else:
                 n = _write_ejson(out, manifest, collection, reader)
             out.flush()

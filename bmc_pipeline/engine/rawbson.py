@@ -67,3 +67,46 @@ def decode_id(elem: bytes) -> Any:
 def encode_id(value: Any) -> bytes:
     """The id element of a Python id value; the inverse of :func:`decode_id`."""
     return id_element(bson.encode({"_id": value}))
+
+
+# BSON type bytes that satisfy each type name used in ``required_fields``.
+TYPE_BYTES: dict[str, frozenset[int]] = {
+    "string": frozenset({0x02}),
+    "int": frozenset({0x10, 0x12}),
+    "number": frozenset({0x01, 0x10, 0x12, 0x13}),
+    "bool": frozenset({0x08}),
+    "date": frozenset({0x09}),
+    "array": frozenset({0x04}),
+    "object": frozenset({0x03}),
+    "objectId": frozenset({0x07}),
+}
+
+
+def top_level(raw: bytes) -> dict[str, tuple[int, bytes]]:
+    """Each top-level field's (type byte, value bytes), without decoding any value."""
+    out: dict[str, tuple[int, bytes]] = {}
+    pos, end = 4, len(raw) - 1
+    while pos < end:
+        t = raw[pos]
+        name_end = _cstring_end(raw, pos + 1)
+        size = _value_size(raw, t, name_end)
+        out[raw[pos + 1 : name_end - 1].decode("utf-8", "replace")] = (
+            t,
+            raw[name_end : name_end + size],
+        )
+        pos = name_end + size
+    return out
+
+
+def string_value(t: int, value: bytes) -> str | None:
+    """The text of a BSON string element's value, else None."""
+    if t != 0x02:
+        return None
+    return value[4:-1].decode("utf-8", "replace")
+
+
+def datetime_ms(t: int, value: bytes) -> int | None:
+    """Milliseconds since the epoch of a BSON date element's value, else None."""
+    if t != 0x09:
+        return None
+    return int.from_bytes(value, "little", signed=True)

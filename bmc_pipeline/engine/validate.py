@@ -62,7 +62,7 @@ def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: s
         )
     with path.open("rb") as fh:
         reader = ArchiveReader(fh, keyring, name=label)
-        for _ in reader.documents():
+        for _ in reader.raw_batches():
             pass
         stats = reader.stats
     if stats.stored_sha256 != entry["stored_sha256"]:
