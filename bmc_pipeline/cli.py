@@ -212,6 +212,86 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _restore_engine(settings: Settings, *, quiet: bool) -> Any:
+    from bmc_pipeline.engine.mongo import connect
+    from bmc_pipeline.engine.restore import RestoreEngine
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"... {msg}", file=sys.stderr, flush=True)
+
+    db = connect(
+        settings.mongodb.uri,
+        server_selection_timeout_ms=settings.mongodb.server_selection_timeout_ms,
+        socket_timeout_ms=settings.mongodb.socket_timeout_ms,
+    )[settings.mongodb.database]
+    return RestoreEngine(settings, db, _store(settings), _keyring(settings), log=log)
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.restore import RestoreFilters, parse_time, resolve_source
+
+    filters = RestoreFilters(
+        date_from=parse_time(args.date_from, "--date-from"),
+        date_to=parse_time(args.date_to, "--date-to"),
+        session_ids=args.session_id,
+        point_in_time=parse_time(args.point_in_time, "--point-in-time"),
+        drop_deleted=args.drop,
+    )
+    engine = _restore_engine(settings, quiet=args.json)
+    backup_id, legacy = resolve_source(engine.store, args.backup_id, args.collection)
+    report = engine.restore(
+        backup_id,
+        args.collection,
+        target_collection=args.target_collection,
+        strategy=args.strategy or settings.restore.default_strategy,
+        filters=filters,
+        dry_run=args.dry_run,
+        fail_fast=args.fail_fast,
+        legacy_documents=legacy,
+    ).as_dict()
+    if args.json:
+        _print_json(report)
+    else:
+        what = "would restore" if report["dry_run"] else "restored"
+        print(
+            f"{what} {report['restored']} documents of {report['collection']} into "
+            f"{report['target_collection']} from {report['backup_id']} "
+            f"(chain: {' -> '.join(report['chain']) or 'file'})"
+        )
+        print(
+            f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
+            f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "
+            f"invalid {report['invalid']}, deleted {report['deleted']}, "
+            f"filtered out {report['filtered_out']}"
+        )
+        for action, ids in report["samples"].items():
+            print(f"  e.g. {action}: {', '.join(ids)}")
+        for e in report["errors"][:10]:
+            print(f"  invalid: {e}")
+        if report["quarantine_file"]:
+            print(f"  invalid documents saved to {report['quarantine_file']}")
+        if report["rollback_id"]:
+            print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
+        print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+    if report["dry_run"]:
+        return 0
+    return 0 if report["verified"] else 8
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    result = _restore_engine(settings, quiet=args.json).rollback(args.rollback_id)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"rolled back {result['collection']}: {result['deleted']} inserted documents removed, "
+            f"{result['restored']} previous versions put back; verified: {result['verified']} "
+            f"({result['verification']})"
+        )
+    return 0 if result["verified"] else 8
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.demo import run_demo
 
@@ -274,6 +354,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=FORMATS, default="bson")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("restore", help="restore a collection from a backup (or a JSON file)")
+    s.add_argument(
+        "backup_id", help="a backup id, 'latest', a manifest path, or a legacy JSON file"
+    )
+    s.add_argument("--collection", required=True, help="the collection in the backup")
+    s.add_argument("--target-collection", help="restore into this collection instead")
+    s.add_argument(
+        "--strategy", choices=["skip_duplicates", "overwrite", "merge", "timestamp_based"]
+    )
+    s.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
+    s.add_argument("--session-id", action="append", help="only this session (repeatable)")
+    s.add_argument("--date-from", help="only documents whose timestamp field is at or after this")
+    s.add_argument("--date-to", help="only documents whose timestamp field is at or before this")
+    s.add_argument(
+        "--point-in-time", help="restore the state at this time (latest point before it)"
+    )
+    s.add_argument("--drop", action="store_true", help="also delete documents the chain deleted")
+    s.add_argument("--fail-fast", action="store_true", help="stop at the first invalid document")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_restore)
+
+    s = sub.add_parser("rollback", help="undo a restore, from the rollback id it reported")
+    s.add_argument("rollback_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_rollback)
 
     s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
     s.add_argument("--conversations", type=int, default=10_000)

@@ -7,6 +7,7 @@ import dagster as dg
 from bmc_pipeline.assets import build_all_backup_assets
 from bmc_pipeline.config import Settings, load_settings
 from bmc_pipeline.jobs import backup_jobs
+from bmc_pipeline.jobs.restore import build_restore_jobs
 from bmc_pipeline.resources import resources_from_settings
 from bmc_pipeline.schedules import schedules
 from bmc_pipeline.sensors import sensors
@@ -15,7 +16,7 @@ from bmc_pipeline.sensors import sensors
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_all_backup_assets(settings),
-        jobs=backup_jobs,
+        jobs=[*backup_jobs, *build_restore_jobs(settings)],
         schedules=schedules,
         sensors=sensors,
         resources=resources_from_settings(settings),

@@ -225,6 +225,23 @@ def test_tampered_backup_is_refused_before_any_write(
     assert [r for r in store.refs() if r.backup_type == "rollback"] == []
 
 
+def test_restore_with_the_wrong_key_writes_nothing(
+    seeded: Any, mongo_db: Any, settings: Settings
+) -> None:
+    import os
+
+    from bmc_pipeline.engine.errors import KeyConfigError
+
+    _, _, bid = seeded
+    mongo_db["conversations"].drop()
+    other = RestoreEngine(
+        settings, mongo_db, BackupStore(settings.backup_dir), KeyRing([Key(os.urandom(32))])
+    )
+    with pytest.raises(KeyConfigError, match="not in the configured key ring"):
+        other.restore(bid, "conversations")
+    assert mongo_db["conversations"].count_documents({}) == 0
+
+
 def test_bad_input_is_refused_with_clear_errors(seeded: Any) -> None:
     _, restore, bid = seeded
     with pytest.raises(BmcError, match="not a backup id"):

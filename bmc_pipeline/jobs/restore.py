@@ -1,0 +1,145 @@
+"""``restore_job`` and ``rollback_job``: restores launched from the Dagster UI's Launchpad.
+
+Both open with a default config (``dry_run`` on), so a person at 3 a.m. sees every option, changes
+what they need and launches. Runs carry the tag ``bmc/operation=restore``; the instance can allow
+one at a time with a tag concurrency limit (docs/RESTORE.md).
+"""
+
+from enum import Enum
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, parse_time
+from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
+
+RESTORE_TAGS = {"bmc/operation": "restore"}
+
+
+class Strategy(str, Enum):
+    skip_duplicates = "skip_duplicates"
+    overwrite = "overwrite"
+    merge = "merge"
+    timestamp_based = "timestamp_based"
+
+
+class RestoreConfig(dg.Config):
+    backup_id: str = Field(default="latest", description="a backup id, or 'latest'")
+    collection: str = Field(default="conversations", description="the collection in the backup")
+    target_collection: str | None = Field(default=None, description="default: the same name")
+    strategy: Strategy = Strategy.skip_duplicates
+    dry_run: bool = Field(default=True, description="plan only; set false to write")
+    date_from: str | None = Field(default=None, description="ISO date/time on the timestamp field")
+    date_to: str | None = None
+    session_ids: list[str] = Field(default_factory=list)
+    point_in_time: str | None = Field(default=None, description="restore the state at this time")
+    drop_deleted: bool = Field(default=False, description="delete ids the backup chain deleted")
+    fail_fast: bool = False
+
+
+class RollbackConfig(dg.Config):
+    rollback_id: str = Field(description="the rollback_id a restore reported")
+
+
+def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
+    btype = "incremental" if "-incremental-" in report["backup_id"] else "full"
+    return dg.AssetObservation(
+        asset_key=dg.AssetKey(["backups", btype, collection]),
+        metadata={
+            "restored_into": dg.MetadataValue.text(report["target_collection"]),
+            "backup_id": dg.MetadataValue.text(report["backup_id"]),
+            "restored": dg.MetadataValue.int(report["restored"]),
+            "verified": dg.MetadataValue.bool(report["verified"]),
+            "dry_run": dg.MetadataValue.bool(report["dry_run"]),
+            "rollback_id": dg.MetadataValue.text(report["rollback_id"] or ""),
+        },
+    )
+
+
+def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
+    @dg.op(tags=RESTORE_TAGS)
+    def restore_op(
+        context: dg.OpExecutionContext,
+        config: RestoreConfig,
+        mongo: MongoResource,
+        encryption: EncryptionResource,
+        storage: StorageResource,
+    ) -> dg.Output[dict[str, Any]]:
+        engine = RestoreEngine(
+            settings,
+            mongo.database_handle(),
+            storage.store(),
+            encryption.keyring(),
+            log=context.log.info,
+        )
+        filters = RestoreFilters(
+            date_from=parse_time(config.date_from, "date_from"),
+            date_to=parse_time(config.date_to, "date_to"),
+            session_ids=config.session_ids or None,
+            point_in_time=parse_time(config.point_in_time, "point_in_time"),
+            drop_deleted=config.drop_deleted,
+        )
+        report = engine.restore(
+            config.backup_id,
+            config.collection,
+            target_collection=config.target_collection,
+            strategy=config.strategy.value,
+            filters=filters,
+            dry_run=config.dry_run,
+            fail_fast=config.fail_fast,
+        ).as_dict()
+        context.log_event(_observe(report, config.collection))
+        if not config.dry_run and not report["verified"]:
+            raise dg.Failure(
+                description=f"restore not verified: {'; '.join(report['verification'])}",
+                metadata={"rollback_id": report["rollback_id"] or ""},
+            )
+        return dg.Output(
+            report,
+            metadata={
+                "restored": report["restored"],
+                "inserted": report["inserted"],
+                "skipped": report["skipped"],
+                "invalid": report["invalid"],
+                "verified": report["verified"],
+                "rollback_id": report["rollback_id"] or "",
+                "docs_per_s": report["docs_per_s"],
+                "report": dg.MetadataValue.json(report),
+            },
+        )
+
+    @dg.op(tags=RESTORE_TAGS)
+    def rollback_op(
+        context: dg.OpExecutionContext,
+        config: RollbackConfig,
+        mongo: MongoResource,
+        encryption: EncryptionResource,
+        storage: StorageResource,
+    ) -> dg.Output[dict[str, Any]]:
+        engine = RestoreEngine(
+            settings,
+            mongo.database_handle(),
+            storage.store(),
+            encryption.keyring(),
+            log=context.log.info,
+        )
+        result = engine.rollback(config.rollback_id)
+        if not result["verified"]:
+            raise dg.Failure(description=f"rollback not verified: {result['verification']}")
+        return dg.Output(result, metadata={"report": dg.MetadataValue.json(result)})
+
+    @dg.job(
+        tags=RESTORE_TAGS,
+        config=dg.RunConfig(ops={"restore_op": RestoreConfig()}),
+        description="restore a collection from a backup (dry run by default)",
+    )
+    def restore_job() -> None:
+        restore_op()
+
+    @dg.job(tags=RESTORE_TAGS, description="undo a restore, from the rollback_id it reported")
+    def rollback_job() -> None:
+        rollback_op()
+
+    return [restore_job, rollback_job]
