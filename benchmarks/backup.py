@@ -122,8 +122,10 @@ def run(uri: str, n: int, tmp: Path, ferret: bool) -> None:
         f"({full.size_bytes / 1e6:.1f} MB stored)"
     )
 
-    ids = [d["_id"] for d in db["conv_big"].find({}, {"_id": 1}).limit(n // 100)]
-    db["conv_big"].update_many(
+    # FerretDB's SQLite handler scans the whole collection for this: give it time
+    slow = connect(uri, socket_timeout_ms=1_800_000)[database]
+    ids = [d["_id"] for d in slow["conv_big"].find({}, {"_id": 1}).limit(n // 100)]
+    slow["conv_big"].update_many(
         {"_id": {"$in": ids}},
         {"$set": {"updated_at": datetime.now(timezone.utc), "status": "closed"}},
     )
