@@ -23,42 +23,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bmc_pipeline.config import load_settings
-from bmc_pipeline.devdb import DevServer, ferretdb_binary, free_port
+from benchmarks.common import bench_settings, load_conversations, server_name, server_uri
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
-from bmc_pipeline.engine.sample_data import generate
 from bmc_pipeline.engine.store import BackupStore
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load(db: object, name: str, n: int) -> None:
-    coll = db[name]  # type: ignore[index]
-    coll.drop()
-    buf = []
-    for c, doc in generate(n, seed=7):
-        if c == "conversations":
-            buf.append(doc)
-            if len(buf) == 2000:
-                coll.insert_many(buf, ordered=False)
-                buf = []
-    if buf:
-        coll.insert_many(buf, ordered=False)
-    coll.create_index("updated_at")
 
 
 def engine(uri: str, database: str, backup_dir: Path, key: bytes, collection: str) -> BackupEngine:
-    env = {
-        "BMC_CONFIG": str(ROOT / "backup_config.json"),
-        "MONGODB_URI": uri,
-        "BMC_DATABASE": database,
-        "BMC_BACKUP_DIR": str(backup_dir),
-    }
-    s = load_settings(env=env)
-    cfg = s.collections["conversations"]
-    s = s.model_copy(update={"collections": {collection: cfg}})
+    s = bench_settings(uri, database, backup_dir, [collection])
     return BackupEngine(s, connect(uri)[database], BackupStore(backup_dir), KeyRing([Key(key)]))
 
 
@@ -81,26 +54,19 @@ def main() -> None:
         memory_child(*args.memory_child)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        uri = os.environ.get("MONGODB_URI")
-        if not uri:
-            server = DevServer(ferretdb_binary(ROOT / ".tools"), Path(tmp) / "db", free_port())
-            uri = server.start()
-        try:
-            run(uri, args.conversations, Path(tmp), server is not None)
-        finally:
-            if server:
-                server.stop()
+    with tempfile.TemporaryDirectory() as tmp, server_uri(Path(tmp)) as uri:
+        run(uri, args.conversations, Path(tmp))
 
 
-def run(uri: str, n: int, tmp: Path, ferret: bool) -> None:
+def run(uri: str, n: int, tmp: Path) -> None:
     database = "bmc_bench"
     db = connect(uri)[database]
-    print(f"server: {'FerretDB (SQLite)' if ferret else uri}")
+    print(f"server: {server_name()}")
     t0 = time.perf_counter()
-    load(db, "conv_big", n)
-    load(db, "conv_small", 10_000)
+    load_conversations(db, "conv_big", n, seed=7)
+    load_conversations(db, "conv_small", 10_000, seed=7)
+    for name in ("conv_big", "conv_small"):
+        db[name].create_index("updated_at")
     print(f"loaded {n} + 10000 conversations in {time.perf_counter() - t0:.0f} s")
 
     t0 = time.perf_counter()

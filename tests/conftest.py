@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from bmc_pipeline.config import Settings, load_settings
-from bmc_pipeline.devdb import DevServer, ferretdb_binary, free_port, installed_version
+from bmc_pipeline.devdb import (
+    DevServer,
+    ephemeral_server,
+    ferretdb_binary,
+    free_port,
+    installed_version,
+)
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.store import BackupStore
@@ -83,6 +89,13 @@ def ferret_binary() -> Path:
     if installed_version(binary) is None:
         pytest.skip(ENABLE_HINT)
     return binary
+
+
+@pytest.fixture
+def own_server(ferret_binary: Path, tmp_path: Path) -> Iterator[DevServer]:
+    """A server of the test's own, which the test may stop and start again (FerretDB only)."""
+    with ephemeral_server(ferret_binary, tmp_path / "own-server") as server:
+        yield server
 
 
 _db_counter = iter(range(1_000_000))

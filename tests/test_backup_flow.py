@@ -18,7 +18,7 @@ from bson.raw_bson import RawBSONDocument
 
 from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
-from bmc_pipeline.devdb import DevServer, free_port
+from bmc_pipeline.devdb import DevServer
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.errors import DatabaseError
@@ -348,36 +348,30 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_like_a_backup(
 
 
 def test_server_stopped_mid_backup_fails_cleanly_and_rerun_succeeds(
-    ferret_binary: Path, tmp_path: Path, key: Key
+    own_server: DevServer, tmp_path: Path, key: Key
 ) -> None:
-    server = DevServer(ferret_binary, tmp_path / "fdb", free_port())
-    server.start()
-    try:
-        settings = make_settings(tmp_path, server.uri, "bmc", key)
-        db = connect(server.uri)["bmc"]
-        seed_database(db, 200, seed=5)
-        keyring = KeyRing([key])
+    server = own_server
+    settings = make_settings(tmp_path, server.uri, "bmc", key)
+    db = connect(server.uri)["bmc"]
+    seed_database(db, 200, seed=5)
+    keyring = KeyRing([key])
 
-        def stop_on_quotes(msg: str) -> None:
-            if "backing up quotes" in msg:
-                server.stop()
+    def stop_on_quotes(msg: str) -> None:
+        if "backing up quotes" in msg:
+            server.stop()
 
-        with pytest.raises(DatabaseError, match="quotes"):
-            engine_for(settings, connect(server.uri)["bmc"], keyring, log=stop_on_quotes).run(
-                "full", include_files=False
-            )
-        store = BackupStore(settings.backup_dir)
-        assert store.refs() == [] and store.leftovers() == []
-
-        server.start()
-        time.sleep(0.2)
-        ok = engine_for(settings, connect(server.uri)["bmc"], keyring).run(
+    with pytest.raises(DatabaseError, match="quotes"):
+        engine_for(settings, connect(server.uri)["bmc"], keyring, log=stop_on_quotes).run(
             "full", include_files=False
         )
-        assert validate_backup(store, ok.ref, keyring).ok
-        assert [r.backup_id for r in store.refs()] == [ok.backup_id]
-    finally:
-        server.stop()
+    store = BackupStore(settings.backup_dir)
+    assert store.refs() == [] and store.leftovers() == []
+
+    server.start()
+    time.sleep(0.2)
+    ok = engine_for(settings, connect(server.uri)["bmc"], keyring).run("full", include_files=False)
+    assert validate_backup(store, ok.ref, keyring).ok
+    assert [r.backup_id for r in store.refs()] == [ok.backup_id]
 
 
 def test_decode_id_round_trip() -> None:

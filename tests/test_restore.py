@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.devdb import DevServer, free_port
+from bmc_pipeline.devdb import DevServer
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
@@ -373,38 +373,34 @@ def test_invalid_documents_are_quarantined_and_the_rest_restored(
 
 
 def test_restore_interrupted_by_server_stop_then_rolled_back_leaves_the_original(
-    ferret_binary: Path, tmp_path: Path, key: Key
+    own_server: DevServer, tmp_path: Path, key: Key
 ) -> None:
-    server = DevServer(ferret_binary, tmp_path / "fdb", free_port())
+    server = own_server
+    settings = make_settings(tmp_path, server.uri, "bmc", key)
+    settings = settings.model_copy(
+        update={"restore": settings.restore.model_copy(update={"batch_size": 10})}
+    )
+    db = connect(server.uri)["bmc"]
+    seed_database(db, 60, seed=13)
+    keyring = KeyRing([key])
+    backup, _ = engines(settings, db, keyring)
+    bid = backup.run("full", ["conversations"], include_files=False).backup_id
+    db["conversations"].update_many({}, {"$set": {"status": "local"}})
+    before = state(db, "conversations")
+
+    def stop_when_writing(msg: str) -> None:
+        if "now writing" in msg:
+            server.stop()
+
+    store = BackupStore(settings.backup_dir)
+    interrupted = RestoreEngine(
+        settings, connect(server.uri)["bmc"], store, keyring, log=stop_when_writing
+    )
+    with pytest.raises(DatabaseError):
+        interrupted.restore(bid, "conversations", strategy="overwrite")
+    rollback = [r for r in store.refs() if r.backup_type == "rollback"]
+    assert len(rollback) == 1
     server.start()
-    try:
-        settings = make_settings(tmp_path, server.uri, "bmc", key)
-        settings = settings.model_copy(
-            update={"restore": settings.restore.model_copy(update={"batch_size": 10})}
-        )
-        db = connect(server.uri)["bmc"]
-        seed_database(db, 60, seed=13)
-        keyring = KeyRing([key])
-        backup, _ = engines(settings, db, keyring)
-        bid = backup.run("full", ["conversations"], include_files=False).backup_id
-        db["conversations"].update_many({}, {"$set": {"status": "local"}})
-        before = state(db, "conversations")
-
-        def stop_when_writing(msg: str) -> None:
-            if "now writing" in msg:
-                server.stop()
-
-        store = BackupStore(settings.backup_dir)
-        interrupted = RestoreEngine(
-            settings, connect(server.uri)["bmc"], store, keyring, log=stop_when_writing
-        )
-        with pytest.raises(DatabaseError):
-            interrupted.restore(bid, "conversations", strategy="overwrite")
-        rollback = [r for r in store.refs() if r.backup_type == "rollback"]
-        assert len(rollback) == 1
-        server.start()
-        db = connect(server.uri)["bmc"]
-        result = RestoreEngine(settings, db, store, keyring).rollback(rollback[0].backup_id)
-        assert result["verified"] and state(db, "conversations") == before
-    finally:
-        server.stop()
+    db = connect(server.uri)["bmc"]
+    result = RestoreEngine(settings, db, store, keyring).rollback(rollback[0].backup_id)
+    assert result["verified"] and state(db, "conversations") == before

@@ -148,6 +148,7 @@ class RestoreReport:
     duration_s: float = 0.0
     samples: dict[str, list[str]] = field(default_factory=dict)
     quarantine_file: str | None = None
+    phases_s: dict[str, float] = field(default_factory=dict)  # verify, plan, rollback, write, check
 
     @property
     def restored(self) -> int:
@@ -163,7 +164,14 @@ class RestoreReport:
         d["restored"] = self.restored
         d["docs_per_s"] = round(self.restored / self.duration_s, 1) if self.duration_s > 0 else 0.0
         d["duration_s"] = round(self.duration_s, 3)
+        d["phases_s"] = {k: round(v, 3) for k, v in self.phases_s.items()}
         return d
+
+    def phase(self, name: str, since: float) -> float:
+        """Record the time since ``since`` as phase ``name``; returns now."""
+        now = time.monotonic()
+        self.phases_s[name] = self.phases_s.get(name, 0.0) + now - since
+        return now
 
 
 @dataclass
@@ -370,6 +378,7 @@ class RestoreEngine:
             )
             self.verify_chain(points)
             docs, desired, deleted = self._point_documents(points)
+            report.phase("verify_backup", started)
             st = points[-1].entry["state"]
             expected_state = StateDigest.parse(int(st["documents"]), str(st["digest"]))
             if not filters.drop_deleted or filters.selective:
@@ -377,6 +386,7 @@ class RestoreEngine:
             _ = desired
 
         coll = self.db[target]
+        t = time.monotonic()
         before, before_digest = self._scan(coll)
         with tempfile.TemporaryDirectory(prefix=".restore-", dir=self._tmp_root()) as tmp:
             plan = _PlanFiles(Path(tmp), self.keyring, self.settings)
@@ -389,6 +399,7 @@ class RestoreEngine:
                     report.sample("delete", elem)
                     plan.add("delete", id_document(elem))
             plan.close()
+            t = report.phase("plan", t)
             if quarantine:
                 report.quarantine_file = str(quarantine)
             if dry_run:

@@ -59,6 +59,20 @@ def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
 
 
 def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
+    def engine_for(
+        context: dg.OpExecutionContext,
+        mongo: MongoResource,
+        encryption: EncryptionResource,
+        storage: StorageResource,
+    ) -> RestoreEngine:
+        return RestoreEngine(
+            settings,
+            mongo.database_handle(),
+            storage.store(),
+            encryption.keyring(),
+            log=context.log.info,
+        )
+
     @dg.op(tags=RESTORE_TAGS)
     def restore_op(
         context: dg.OpExecutionContext,
@@ -67,13 +81,7 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         encryption: EncryptionResource,
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
-        engine = RestoreEngine(
-            settings,
-            mongo.database_handle(),
-            storage.store(),
-            encryption.keyring(),
-            log=context.log.info,
-        )
+        engine = engine_for(context, mongo, encryption, storage)
         filters = RestoreFilters(
             date_from=parse_time(config.date_from, "date_from"),
             date_to=parse_time(config.date_to, "date_to"),
@@ -118,13 +126,7 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         encryption: EncryptionResource,
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
-        engine = RestoreEngine(
-            settings,
-            mongo.database_handle(),
-            storage.store(),
-            encryption.keyring(),
-            log=context.log.info,
-        )
+        engine = engine_for(context, mongo, encryption, storage)
         result = engine.rollback(config.rollback_id)
         if not result["verified"]:
             raise dg.Failure(description=f"rollback not verified: {result['verification']}")

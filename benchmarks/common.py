@@ -1,0 +1,57 @@
+"""What the database benchmarks share: a server, settings, and sample conversations."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bmc_pipeline.config import Settings, load_settings
+from bmc_pipeline.devdb import ephemeral_server, ferretdb_binary
+from bmc_pipeline.engine.sample_data import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def server_uri(tmp: Path) -> Iterator[str]:
+    """``MONGODB_URI`` if set, else a throwaway FerretDB stopped at the end."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    with ephemeral_server(ferretdb_binary(ROOT / ".tools"), tmp / "db") as server:
+        yield server.uri
+
+
+def server_name() -> str:
+    return os.environ.get("MONGODB_URI") or "FerretDB (SQLite)"
+
+
+def bench_settings(uri: str, database: str, backup_dir: Path, collections: list[str]) -> Settings:
+    """The project's settings with benchmark collections configured like ``conversations``."""
+    env = {
+        "BMC_CONFIG": str(ROOT / "backup_config.json"),
+        "MONGODB_URI": uri,
+        "BMC_DATABASE": database,
+        "BMC_BACKUP_DIR": str(backup_dir),
+    }
+    s = load_settings(env=env)
+    cfg = s.collections["conversations"]
+    return s.model_copy(update={"collections": dict.fromkeys(collections, cfg)})
+
+
+def load_conversations(db: Any, name: str, n: int, seed: int) -> None:
+    """``n`` sample conversations (about 1.8 KB of BSON each) into a fresh collection."""
+    coll = db[name]
+    coll.drop()
+    buf = []
+    for c, doc in generate(n, seed=seed):
+        if c == "conversations":
+            buf.append(doc)
+            if len(buf) == 2000:
+                coll.insert_many(buf, ordered=False)
+                buf = []
+    if buf:
+        coll.insert_many(buf, ordered=False)
