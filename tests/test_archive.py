@@ -246,3 +246,18 @@ def test_empty_file_is_not_an_archive(keyring: KeyRing) -> None:
 def test_rotated_keyring_reads_archives_of_the_old_key(archive: bytes, key: Key) -> None:
     rotated = KeyRing([Key(os.urandom(32)), key])
     assert len(read_all(archive, rotated)) == 200
+
+
+def test_documents_straddling_chunk_boundaries_at_every_offset(keyring: KeyRing) -> None:
+    # incompressible payloads of random sizes with small segments: decompressed chunks end at
+    # arbitrary offsets, also inside a document's 4-byte length prefix
+    import random
+
+    rng = random.Random(5)
+    docs = [bson.encode({"_id": i, "b": Binary(os.urandom(rng.randint(0, 3000)))}) for i in range(3000)]
+    data = write(docs, keyring, seg=4096)
+    r = ArchiveReader(io.BytesIO(data), keyring)
+    batches = [bytes(b) for b in r.raw_batches()]
+    assert b"".join(batches) == b"".join(docs)
+    assert r.stats.documents == 3000
+    assert read_all(data, keyring) == docs

@@ -371,21 +371,45 @@ class ArchiveReader:
             raise self._fail("payload ends inside a zstd frame", "bad-zstd")
         self._done = True
 
-    def raw_batches(self) -> Iterator[bytes]:
+    def raw_batches(self) -> Iterator[bytes | memoryview]:
         """Buffers of whole, checked BSON documents, as ``find_raw_batches`` gives them.
 
-        This is the fast way to read: no Python object per document.
+        This is the fast way to read: no Python object per document, and no copy of the
+        decompressed chunks except for the one document that straddles two of them.
         """
         pending = b""
         offset = 0
         for chunk in self.chunks():
-            buf = pending + chunk if pending else chunk
-            end, n = _walk(buf, self._name, offset)
+            start = 0
+            if pending:
+                # complete the document that began in the previous chunk
+                if len(pending) < 4:
+                    take = min(4 - len(pending), len(chunk))
+                    pending += chunk[:take]
+                    start = take
+                    if len(pending) < 4:
+                        continue
+                size = _INT32.unpack_from(pending, 0)[0]
+                need = size - len(pending)
+                if need > len(chunk) - start or need < 0:
+                    if need < 0:
+                        _walk(pending, self._name, offset)  # raises: a bad length
+                    pending += chunk[start:]
+                    continue
+                doc = pending + chunk[start : start + need]
+                _walk(doc, self._name, offset)
+                self._docs += 1
+                offset += len(doc)
+                start += need
+                pending = b""
+                yield doc
+            view = memoryview(chunk)[start:]
+            end, n = _walk(view, self._name, offset)
             if n:
                 self._docs += n
                 offset += end
-                yield buf[:end]
-            pending = buf[end:]
+                yield view[:end]
+            pending = bytes(view[end:])
         if pending:
             raise self._fail(
                 f"the document stream ends inside a document ({len(pending)} bytes at offset "

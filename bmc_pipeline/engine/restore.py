@@ -492,7 +492,11 @@ class RestoreEngine:
         quarantine_fh = None
         conflicts: list[tuple[bytes, bytes]] = []
         try:
-            for raw in docs:
+            next_report = time.monotonic() + 2.0
+            for seen, raw in enumerate(docs, 1):
+                if time.monotonic() >= next_report:
+                    self.log(f"planning: {seen} documents read from the backup")
+                    next_report = time.monotonic() + 2.0
                 if not self._accept(raw, filters, cfg.timestamp_field):
                     report.filtered_out += 1
                     continue
@@ -675,22 +679,28 @@ class RestoreEngine:
         return rid
 
     def _apply(self, coll: Any, plan: _PlanFiles, report: RestoreReport) -> None:
-        buf: list[bytes] = []
-        for raw in plan.read("insert"):
-            buf.append(raw)
-            if len(buf) >= self.batch:
-                self._insert(coll, buf)
-                buf = []
-        if buf:
-            self._insert(coll, buf)
-        ops: list[bytes] = []
-        for raw in plan.read("replace"):
-            ops.append(raw)
-            if len(ops) >= self.batch:
-                self._replace(coll, ops)
-                ops = []
-        if ops:
-            self._replace(coll, ops)
+        total = report.inserted + report.overwritten + report.merged
+        done = 0
+        next_report = time.monotonic() + 2.0
+
+        def progress(n: int) -> None:
+            nonlocal done, next_report
+            done += n
+            if time.monotonic() >= next_report or done == total:
+                self.log(f"written {done}/{total} documents ({100 * done // max(total, 1)} %)")
+                next_report = time.monotonic() + 2.0
+
+        for name, write in (("insert", self._insert), ("replace", self._replace)):
+            buf: list[bytes] = []
+            for raw in plan.read(name):
+                buf.append(raw)
+                if len(buf) >= self.batch:
+                    write(coll, buf)
+                    progress(len(buf))
+                    buf = []
+            if buf:
+                write(coll, buf)
+                progress(len(buf))
         ids = [decode_id(id_element(d)) for d in plan.read("delete")]
         for i in range(0, len(ids), self.batch):
             _delete_ids(coll, ids[i : i + self.batch])
