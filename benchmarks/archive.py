@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import io
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import bson
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from benchmarks.common import peak_rss_mib
 from bmc_pipeline.engine.archive import ArchiveReader, ArchiveWriter
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.sample_data import generate
@@ -121,7 +121,7 @@ def memory_child(mb: int, times: int) -> None:
 
     batches = sample_batches(mb)
     ring = KeyRing([Key(os.urandom(32))])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_mib()
     with tempfile.TemporaryFile() as fh:
         w = ArchiveWriter(fh, ring, level=LEVEL, segment_size=SEGMENT)
         for b in _stream(batches, times):
@@ -132,8 +132,7 @@ def memory_child(mb: int, times: int) -> None:
         for _ in reader.raw_batches():
             pass
         n = reader.stats.documents
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{n} {base} {peak}")
+    print(f"{n} {base:.1f} {peak_rss_mib():.1f}")
 
 
 def main() -> None:
@@ -179,10 +178,10 @@ def main() -> None:
             [sys.executable, "-m", "benchmarks.archive", "--memory-child", str(args.mb), str(times)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        n, base, peak = (int(x) for x in out.stdout.split())
+        n, base, peak = out.stdout.split()
         print(
-            f"memory: {times * mb:6.0f} MB streamed ({n} documents): peak RSS {peak / 1024:.0f} MiB, "
-            f"of which {max(0, peak - base) / 1024:.0f} MiB above the loaded sample"
+            f"memory: {times * mb:6.0f} MB streamed ({n} documents): peak RSS {float(peak):.0f} MiB "
+            f"({float(base):.0f} MiB with the sample loaded, before streaming)"
         )
 
 

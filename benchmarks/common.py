@@ -55,3 +55,15 @@ def load_conversations(db: Any, name: str, n: int, seed: int) -> None:
                 buf = []
     if buf:
         coll.insert_many(buf, ordered=False)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, in MiB.
+
+    Read from ``VmHWM`` rather than ``getrusage``: on Linux ``ru_maxrss`` survives ``execve``, so a
+    child process would report its parent's high-water mark at the time of the fork.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")

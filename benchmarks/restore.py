@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import bench_settings, load_conversations, server_uri
+from benchmarks.common import (
+    bench_settings,
+    load_conversations,
+    peak_rss_mib,
+    server_name,
+    server_uri,
+)
 from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
@@ -42,9 +47,9 @@ def child(
     t0 = time.perf_counter()
     r = eng.restore(bid, coll, target_collection=target)
     el = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_mib()
     phases = " ".join(f"{k}={v:.1f}s" for k, v in r.phases_s.items())
-    print(f"{r.inserted} {r.skipped} {el:.3f} {peak} {int(r.verified)} {phases}")
+    print(f"{r.inserted} {r.skipped} {el:.3f} {peak:.1f} {int(r.verified)} {phases}")
 
 
 def main() -> None:
@@ -81,9 +86,7 @@ def run(uri: str, n: int, big: int, tmp: Path) -> None:
     s = bench_settings(uri, database, tmp / "backups", ["small", "big"])
     backup = BackupEngine(s, db, BackupStore(tmp / "backups"), ring)
     bid = backup.run("full", ["small", "big"], include_files=False).backup_id
-    print(
-        f"server: {'FerretDB (SQLite)' if not os.environ.get('MONGODB_URI') else uri}; backup {bid}"
-    )
+    print(f"server: {server_name()}; backup {bid}")
 
     ref = BackupStore(tmp / "backups").resolve(bid)
     docs = []
@@ -102,7 +105,7 @@ def run(uri: str, n: int, big: int, tmp: Path) -> None:
     t = float(el)
     print(
         f"restore of {n} into an empty collection: {t:6.1f} s  {int(inserted) / t:7.0f} docs/s  "
-        f"ours/floor {floor / t:.2f}  verified={bool(int(ok))}  peak RSS {int(peak) / 1024:.0f} MiB"
+        f"ours/floor {floor / t:.2f}  verified={bool(int(ok))}  peak RSS {float(peak):.0f} MiB"
     )
     print(f"  phases: {' '.join(phases)}")
 
@@ -120,7 +123,7 @@ def run(uri: str, n: int, big: int, tmp: Path) -> None:
     print(
         f"restore of {big} with skip_duplicates, half present: {t:6.1f} s  "
         f"{int(inserted) / t:7.0f} inserted docs/s ({inserted} inserted, {skipped} skipped)  "
-        f"verified={bool(int(ok))}  peak RSS {int(peak) / 1024:.0f} MiB"
+        f"verified={bool(int(ok))}  peak RSS {float(peak):.0f} MiB"
     )
     print(f"  phases: {' '.join(phases)}")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings, load_settings
-from bmc_pipeline.engine.crypto import KeyRing, load_keyring, new_key_text, write_key_file
-from bmc_pipeline.engine.errors import BmcError, ConfigError
+from bmc_pipeline.engine.crypto import KeyRing, new_key_text, write_key_file
+from bmc_pipeline.engine.deployment import Deployment
+from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.export import FORMATS, export_collection
-from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.validate import validate_backup
 
@@ -29,25 +29,11 @@ def _print_json(obj: Any) -> None:
 
 
 def _store(settings: Settings) -> BackupStore:
-    return BackupStore(
-        settings.backup_dir,
-        dir_mode=settings.storage.dir_mode,
-        file_mode=settings.storage.file_mode,
-    )
+    return Deployment(settings).store()
 
 
 def _keyring(settings: Settings) -> KeyRing:
-    kf = settings.path(settings.encryption.key_file) if settings.encryption.key_file else None
-    return load_keyring(settings.backup_key, kf)
-
-
-def _blobs(settings: Settings, keyring: KeyRing) -> BlobStore:
-    return BlobStore(
-        _store(settings),
-        keyring,
-        level=settings.compression.level,
-        segment_size=settings.encryption.segment_size,
-    )
+    return Deployment(settings).keyring()
 
 
 def _date(text: str) -> date:
@@ -189,7 +175,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     keyring = _keyring(settings)
     ref = store.resolve(args.backup_id)
-    report = validate_backup(store, ref, keyring, blobs=_blobs(settings, keyring))
+    report = validate_backup(store, ref, keyring, blobs=Deployment(settings).blobs(keyring))
     if args.json:
         _print_json(report.as_dict())
     else:
@@ -213,19 +199,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _restore_engine(settings: Settings, *, quiet: bool) -> Any:
-    from bmc_pipeline.engine.mongo import connect
     from bmc_pipeline.engine.restore import RestoreEngine
 
     def log(msg: str) -> None:
         if not quiet:
             print(f"... {msg}", file=sys.stderr, flush=True)
 
-    db = connect(
-        settings.mongodb.uri,
-        server_selection_timeout_ms=settings.mongodb.server_selection_timeout_ms,
-        socket_timeout_ms=settings.mongodb.socket_timeout_ms,
-    )[settings.mongodb.database]
-    return RestoreEngine(settings, db, _store(settings), _keyring(settings), log=log)
+    d = Deployment(settings)
+    return RestoreEngine(settings, d.database(), d.store(), d.keyring(), log=log)
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
@@ -400,8 +381,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bmc-backup: interrupted; nothing partial was published", file=sys.stderr)
         return 130
 
-
-__all__ = ["ConfigError", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -159,10 +159,16 @@ class Settings(_Strict):
 
 def check_collection_name(name: str) -> str:
     """Refuse names that MongoDB would refuse or that could escape a backup directory."""
-    if not COLLECTION_NAME_RE.match(name) or ".." in name or name.startswith("system."):
+    if (
+        not COLLECTION_NAME_RE.match(name)
+        or ".." in name
+        or name.startswith("system.")
+        or name.endswith((".index", ".tombstones"))  # would collide with another's archive names
+    ):
         raise ConfigError(
             f"invalid collection name {name!r}: use letters, digits, '_', '-' or '.', "
-            "start with a letter or '_', at most 120 characters, no 'system.' prefix"
+            "start with a letter or '_', at most 120 characters, no 'system.' prefix, "
+            "not ending in '.index' or '.tombstones'"
         )
     return name
 

@@ -16,11 +16,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError, DevServerError
-from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
-from bmc_pipeline.engine.store import BackupStore
 
 
 def _step(msg: str) -> None:
@@ -165,21 +164,12 @@ def run_demo(settings: Settings, *, conversations: int, config_path: str | None)
     print(f"  {'files':>14}: {inc['filesystem']['new_blobs']} new blob(s)")
 
     _step("validating both backups")
-    from bmc_pipeline.cli import _keyring
     from bmc_pipeline.engine.validate import validate_backup
 
-    store = BackupStore(
-        settings.backup_dir,
-        dir_mode=settings.storage.dir_mode,
-        file_mode=settings.storage.file_mode,
-    )
-    keyring = _keyring(settings)
-    blobs = BlobStore(
-        store,
-        keyring,
-        level=settings.compression.level,
-        segment_size=settings.encryption.segment_size,
-    )
+    deployment = Deployment(settings)
+    store = deployment.store()
+    keyring = deployment.keyring()
+    blobs = deployment.blobs(keyring)
     ok = True
     for summary in (full, inc):
         report = validate_backup(store, store.resolve(summary["backup_id"]), keyring, blobs=blobs)

@@ -254,7 +254,9 @@ def test_documents_straddling_chunk_boundaries_at_every_offset(keyring: KeyRing)
     import random
 
     rng = random.Random(5)
-    docs = [bson.encode({"_id": i, "b": Binary(os.urandom(rng.randint(0, 3000)))}) for i in range(3000)]
+    docs = [
+        bson.encode({"_id": i, "b": Binary(os.urandom(rng.randint(0, 3000)))}) for i in range(3000)
+    ]
     data = write(docs, keyring, seg=4096)
     r = ArchiveReader(io.BytesIO(data), keyring)
     batches = [bytes(b) for b in r.raw_batches()]

@@ -118,3 +118,11 @@ def test_project_config_file_is_complete_and_valid() -> None:
 def test_named_config_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.json", env={})
+
+
+@pytest.mark.parametrize("name", ["x.index", "x.tombstones", "system.users", "a/b", "", "a..b"])
+def test_collection_names_that_could_collide_or_escape_are_refused(name: str) -> None:
+    from bmc_pipeline.config import check_collection_name
+
+    with pytest.raises(ConfigError, match="invalid collection name"):
+        check_collection_name(name)

@@ -14,6 +14,7 @@ deletions included.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,13 @@ from typing import Any
 
 from bmc_pipeline import __version__
 from bmc_pipeline.config import Settings, check_collection_name
-from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveStats, ArchiveWriter
+from bmc_pipeline.engine.archive import (
+    ARCHIVE_SUFFIX,
+    ArchiveReader,
+    ArchiveStats,
+    ArchiveWriter,
+    bson_documents,
+)
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.errors import BmcError, IntegrityError
@@ -161,9 +168,10 @@ def parse_index_entry(raw: bytes) -> tuple[bytes, bytes]:
     return id_element(raw), raw[-33:-1]
 
 
-def _docs_in(batches: Iterable[bytes], name: str) -> Iterator[bytes]:
-    from bmc_pipeline.engine.archive import bson_documents
+PARTS = ("", ".index", ".tombstones")  # file name suffixes of one collection's archives
 
+
+def _docs_in(batches: Iterable[bytes], name: str) -> Iterator[bytes]:
     for batch in batches:
         yield from bson_documents(batch, where=name)
 
@@ -221,9 +229,8 @@ class BackupEngine:
         coll = self.db[name]
         batch = self.settings.mongodb.batch_size
         started = time.monotonic()
-        watermark = datetime.now(
-            timezone.utc
-        )  # taken before the scan: nothing changed after is missed
+        # taken before the scan starts, so nothing changed during or after it can be missed
+        watermark = datetime.now(timezone.utc)
         metadata = collection_metadata(self.db, name)
 
         def writer(suffix: str) -> ArchiveWriter:
@@ -320,7 +327,7 @@ class BackupEngine:
         parent = self.latest_point(name) if mode == "incremental" else None
 
         def attempt() -> CollectionBackup:
-            pending.discard_prefix(f"{name}.")
+            pending.discard([f"{name}{part}{ARCHIVE_SUFFIX}" for part in PARTS])
             return self._backup_collection(pending, name, mode, parent)
 
         def on_retry(n: int, exc: BaseException) -> None:
@@ -387,8 +394,6 @@ class BackupEngine:
         snap: FilesSnapshot | None,
         extra: dict[str, Any],
     ) -> dict[str, Any]:
-        import hashlib
-
         fs = snap.manifest_section() if snap else {}
         checksums = {n: f"sha256:{c.documents.sha256}" for n, c in results.items()}
         if snap:

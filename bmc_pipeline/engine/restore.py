@@ -32,10 +32,11 @@ from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 
-from bmc_pipeline.config import Settings, check_collection_name
+from bmc_pipeline.config import Settings, check_collection_name, load_settings
 from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveStats, ArchiveWriter
-from bmc_pipeline.engine.backup import index_entry, parse_index_entry
+from bmc_pipeline.engine.backup import parse_index_entry
 from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
 from bmc_pipeline.engine.merge import merge_documents
@@ -314,10 +315,8 @@ class RestoreEngine:
                         raise IntegrityError(str(exc), reason="checksum") from None
 
     # -- sources of documents -------------------------------------------------------------------
-    def _point_documents(
-        self, points: list[_Point]
-    ) -> tuple[Iterator[bytes], dict[bytes, bytes], set[bytes]]:
-        """(documents of the final state, its id->hash index, ids the chain deleted)."""
+    def _point_documents(self, points: list[_Point]) -> tuple[Iterator[bytes], set[bytes]]:
+        """(documents of the final state, ids the chain deleted that the state does not hold)."""
         final = points[-1]
         with final.path("index").open("rb") as fh:
             desired = dict(
@@ -333,17 +332,19 @@ class RestoreEngine:
         deleted -= desired.keys()
 
         def docs() -> Iterator[bytes]:
-            emitted: set[bytes] = set()
-            for p in reversed(points):  # newest first: the first version seen is the latest
+            # Newest archive first: the first version whose hash is in the index is the one of this
+            # point. Popping it means older versions of the same id no longer match, and the map
+            # shrinks as the restore goes.
+            for p in reversed(points):
                 with p.path("documents").open("rb") as fh:
                     for raw in ArchiveReader(fh, self.keyring).documents():
                         elem = id_element(raw)
-                        if elem in emitted or desired.get(elem) != document_hash(raw):
+                        if desired.get(elem) != document_hash(raw):
                             continue
-                        emitted.add(elem)
+                        del desired[elem]
                         yield raw
 
-        return docs(), desired, deleted
+        return docs(), deleted
 
     # -- the restore ----------------------------------------------------------------------------
     def restore(
@@ -377,13 +378,12 @@ class RestoreEngine:
                 f"restore of {collection} from {report.backup_id}: verifying {len(points)} backup(s)"
             )
             self.verify_chain(points)
-            docs, desired, deleted = self._point_documents(points)
+            docs, deleted = self._point_documents(points)
             report.phase("verify_backup", started)
             st = points[-1].entry["state"]
             expected_state = StateDigest.parse(int(st["documents"]), str(st["digest"]))
             if not filters.drop_deleted or filters.selective:
                 deleted = set()
-            _ = desired
 
         coll = self.db[target]
         t = time.monotonic()
@@ -399,6 +399,9 @@ class RestoreEngine:
                     report.sample("delete", elem)
                     plan.add("delete", id_document(elem))
             plan.close()
+            # the maps of the plan are no longer needed: free them before the read-back builds its own
+            before_count = len(before)
+            del before, docs, deleted
             t = report.phase("plan", t)
             if quarantine:
                 report.quarantine_file = str(quarantine)
@@ -408,12 +411,21 @@ class RestoreEngine:
                 report.duration_s = time.monotonic() - started
                 return report
             report.rollback_id = self._publish_rollback(
-                coll, plan, report, before_digest, len(before)
+                coll, plan, report, before_digest, before_count
             )
+            t = report.phase("rollback_point", t)
             self._apply(coll, plan, report)
+            t = report.phase("write", t)
             self._verify(
-                coll, plan, report, before, expected_state, filters, legacy_documents is not None
+                coll,
+                plan,
+                report,
+                before_count,
+                expected_state,
+                filters,
+                legacy_documents is not None,
             )
+            report.phase("read_back", t)
         report.duration_s = time.monotonic() - started
         self.log(
             f"restore of {collection} into {target}: {report.restored} restored, {report.skipped} skipped, "
@@ -725,7 +737,7 @@ class RestoreEngine:
         coll: Any,
         plan: _PlanFiles,
         report: RestoreReport,
-        before: dict[bytes, bytes],
+        before_count: int,
         expected: StateDigest | None,
         filters: RestoreFilters,
         legacy: bool,
@@ -746,7 +758,7 @@ class RestoreEngine:
         if gone:
             ok = False
             report.verification.append(f"{len(gone)} deleted document(s) are still there")
-        want = len(before) + report.inserted - report.deleted
+        want = before_count + report.inserted - report.deleted
         if len(after) != want:
             ok = False
             report.verification.append(
@@ -757,7 +769,7 @@ class RestoreEngine:
             report.verification.append(
                 f"{written} written document(s) read back byte for byte; count {len(after)} as expected"
             )
-        if expected is not None and not before and not filters.selective and not legacy:
+        if expected is not None and not before_count and not filters.selective and not legacy:
             if digest.hexdigest == expected.hexdigest and digest.count == expected.count:
                 report.verification.append(
                     f"state digest equals the backup's ({expected.count} documents, {expected.hexdigest[:23]}...)"
@@ -874,24 +886,11 @@ def restore_from_backup(
     ``drop_deleted`` and ``collection`` (the source collection, when it differs from the target).
     Settings, key and database come from ``backup_config.json`` and the environment.
     """
-    from bmc_pipeline.config import load_settings
-    from bmc_pipeline.engine.crypto import load_keyring
-    from bmc_pipeline.engine.mongo import connect
-
-    settings = load_settings()
-    keyring = load_keyring(
-        settings.backup_key,
-        settings.path(settings.encryption.key_file) if settings.encryption.key_file else None,
-    )
-    store = BackupStore(
-        settings.backup_dir,
-        dir_mode=settings.storage.dir_mode,
-        file_mode=settings.storage.file_mode,
-    )
-    db = connect(settings.mongodb.uri)[settings.mongodb.database]
+    d = Deployment(load_settings())
+    store = d.store()
     source = str((filters or {}).get("collection") or target_collection)
     f = RestoreFilters.from_dict({k: v for k, v in (filters or {}).items() if k != "collection"})
-    engine = RestoreEngine(settings, db, store, keyring)
+    engine = RestoreEngine(d.settings, d.database(), store, d.keyring())
     backup_id, legacy = resolve_source(store, backup_file, source)
     return engine.restore(
         backup_id, source, target_collection=target_collection, strategy=strategy,
@@ -923,6 +922,5 @@ __all__ = [
     "RestoreEngine",
     "RestoreFilters",
     "RestoreReport",
-    "index_entry",
     "restore_from_backup",
 ]

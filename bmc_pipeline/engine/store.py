@@ -289,10 +289,12 @@ class PendingBackup:
         self._handles[filename] = fh
         return fh
 
-    def discard_prefix(self, prefix: str) -> None:
-        """Drop files written so far whose names start with ``prefix`` (before a retry)."""
-        for name in [n for n in self._handles if n.startswith(prefix)]:
-            self._handles.pop(name).close()
+    def discard(self, filenames: list[str]) -> None:
+        """Drop files written so far (a collection's archives, before a retry)."""
+        for name in filenames:
+            fh = self._handles.pop(name, None)
+            if fh is not None:
+                fh.close()
             (self.tmp / name).unlink(missing_ok=True)
 
     def close_files(self, *, sync: bool) -> None:

@@ -1,0 +1,47 @@
+"""The engine objects one configuration describes: key ring, backup store, blob store, database.
+
+The command line, the demo and the Python API build them the same way from :class:`Settings`;
+this is that one way. (Dagster builds them through its resources, which hold the same values.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.crypto import KeyRing, load_keyring
+from bmc_pipeline.engine.files import BlobStore
+from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.store import BackupStore
+
+
+@dataclass(frozen=True)
+class Deployment:
+    settings: Settings
+
+    def keyring(self) -> KeyRing:
+        s = self.settings
+        key_file = s.path(s.encryption.key_file) if s.encryption.key_file else None
+        return load_keyring(s.backup_key, key_file)
+
+    def store(self) -> BackupStore:
+        s = self.settings
+        return BackupStore(s.backup_dir, dir_mode=s.storage.dir_mode, file_mode=s.storage.file_mode)
+
+    def blobs(self, keyring: KeyRing) -> BlobStore:
+        s = self.settings
+        return BlobStore(
+            self.store(),
+            keyring,
+            level=s.compression.level,
+            segment_size=s.encryption.segment_size,
+        )
+
+    def database(self) -> Any:
+        m = self.settings.mongodb
+        return connect(
+            m.uri,
+            server_selection_timeout_ms=m.server_selection_timeout_ms,
+            socket_timeout_ms=m.socket_timeout_ms,
+        )[m.database]
