@@ -147,8 +147,10 @@ def run_demo(settings: Settings, *, conversations: int, config_path: str | None)
     _step("changing data: updates, deletes, inserts, one knowledge-base file")
     changes = _mutate(db)
     kb = settings.files_root / "conocimiento_consolidado.json"
+    # a new version string every run, so that re-running the demo changes the file again
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     kb.write_text(
-        kb.read_text(encoding="utf-8").replace('"2026.11"', '"2026.11.1"'), encoding="utf-8"
+        kb.read_text(encoding="utf-8").replace('"2026.11"', f'"2026.11-{stamp}"'), encoding="utf-8"
     )
     analytics_now = db["analytics"].count_documents({})
     print(

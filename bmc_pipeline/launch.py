@@ -24,9 +24,23 @@ def dagster_home(settings: Settings) -> Path:
     """Make sure Dagster has an instance directory, and return it."""
     home = settings.path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # an empty file means "default local storage", said once here
+    ensure_instance_config(home)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
+
+
+INSTANCE_CONFIG = """\
+# Dagster instance for runs launched by bmc-backup and `make ui` (local storage in this directory).
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_instance_config(home: Path) -> None:
+    """Write the instance's dagster.yaml once: default local storage, no usage telemetry."""
+    cfg = home / "dagster.yaml"
+    if not cfg.exists() or not cfg.read_text().strip():
+        cfg.write_text(INSTANCE_CONFIG)
 
 
 def current_partition(backup_type: str) -> str:
