@@ -44,6 +44,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when the parent dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def ferretdb_binary(tools_dir: Path) -> Path:
     return tools_dir / "bin" / "ferretdb"
 
@@ -132,8 +141,12 @@ class DevServer:
     def running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
-    def start(self, *, timeout_s: float = 30.0) -> str:
-        """Start the server (or find it running) and wait until it answers; returns its URI."""
+    def start(self, *, timeout_s: float = 30.0, die_with_parent: bool = False) -> str:
+        """Start the server (or find it running) and wait until it answers; returns its URI.
+
+        With ``die_with_parent`` (throwaway servers of tests and benchmarks) the kernel stops the
+        server when this process dies, even by SIGKILL, so no server outlives a killed run.
+        """
         if self.running():
             return self.uri
         if port_open(self.port):
@@ -157,7 +170,12 @@ class DevServer:
         ]
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
-                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                args,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout_s
@@ -212,7 +230,7 @@ class DevServer:
 def ephemeral_server(binary: Path, data_dir: Path) -> Iterator[DevServer]:
     """A throwaway server on a free port, stopped when the block ends (for tests and benchmarks)."""
     server = DevServer(binary=binary, data_dir=data_dir, port=free_port())
-    server.start()
+    server.start(die_with_parent=True)
     try:
         yield server
     finally:

@@ -76,7 +76,7 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if installed_version(binary) is None:
         pytest.skip(ENABLE_HINT)
     server = DevServer(binary, tmp_path_factory.mktemp("ferretdb"), free_port())
-    server.start()
+    server.start(die_with_parent=True)
     try:
         yield server.uri
     finally:

@@ -367,7 +367,7 @@ def test_server_stopped_mid_backup_fails_cleanly_and_rerun_succeeds(
     store = BackupStore(settings.backup_dir)
     assert store.refs() == [] and store.leftovers() == []
 
-    server.start()
+    server.start(die_with_parent=True)
     time.sleep(0.2)
     ok = engine_for(settings, connect(server.uri)["bmc"], keyring).run("full", include_files=False)
     assert validate_backup(store, ok.ref, keyring).ok

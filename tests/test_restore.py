@@ -400,7 +400,7 @@ def test_restore_interrupted_by_server_stop_then_rolled_back_leaves_the_original
         interrupted.restore(bid, "conversations", strategy="overwrite")
     rollback = [r for r in store.refs() if r.backup_type == "rollback"]
     assert len(rollback) == 1
-    server.start()
+    server.start(die_with_parent=True)
     db = connect(server.uri)["bmc"]
     result = RestoreEngine(settings, db, store, keyring).rollback(rollback[0].backup_id)
     assert result["verified"] and state(db, "conversations") == before
