@@ -273,6 +273,73 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result["verified"] else 8
 
 
+def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.scanner import scan, write_reports
+
+    sc = settings.scanner
+    root = Path(args.root) if args.root else settings.files_root
+    if args.source in ("filesystem", "all") and not root.is_dir():
+        raise BmcError(f"{root} is not a directory; give the directory to scan with --root")
+    names = [args.collection] if args.collection else list(settings.collections)
+    db = Deployment(settings).database() if args.source in ("mongodb", "all") else None
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"... {msg}", file=sys.stderr, flush=True)
+
+    report = scan(
+        root=root if args.source in ("filesystem", "all") else None,
+        directories=sc.directories,
+        patterns=sc.patterns,
+        db=db,
+        collections={n: settings.collection(n).timestamp_field for n in names},
+        sensitive=set(sc.sensitive_fields),
+        samples=sc.samples,
+        workers=sc.workers,
+        log=log,
+    )
+    out_dir = Path(args.output_dir) if args.output_dir else settings.path(sc.output_dir)
+    json_path, md_path = write_reports(report, out_dir)
+    if args.json:
+        _print_json({**report.as_dict(), "report_files": [str(json_path), str(md_path)]})
+        return 0
+    for k, v in report.summary.items():
+        print(f"{k.replace('_', ' '):>26}: {v}")
+    for r in report.recommendations:
+        print(f"- {r}")
+    print(f"reports: {json_path} and {md_path}")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.scanner import recoverable_documents
+
+    report_path = Path(args.from_scan)
+    engine = _restore_engine(settings, quiet=args.json)
+    result = engine.restore(
+        f"file:{report_path.name}",
+        "conversations",
+        target_collection=args.target_collection,
+        strategy=args.strategy or settings.restore.default_strategy,
+        dry_run=args.dry_run,
+        legacy_documents=recoverable_documents(report_path),
+    ).as_dict()
+    if args.json:
+        _print_json(result)
+    else:
+        what = "would recover" if result["dry_run"] else "recovered"
+        print(
+            f"{what} {result['restored']} conversations from {report_path} into "
+            f"{result['target_collection']} ({result['skipped']} skipped, {result['invalid']} invalid)"
+        )
+        if result["rollback_id"]:
+            print(f"  undo with: bmc-backup rollback {result['rollback_id']}")
+        print(f"  verified: {result['verified']} ({'; '.join(result['verification'])})")
+    if result["dry_run"]:
+        return 0
+    return 0 if result["verified"] else 8
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.demo import run_demo
 
@@ -361,6 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rollback_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_rollback)
+
+    s = sub.add_parser("scan", help="find recoverable conversations in MongoDB and on disk")
+    s.add_argument("--source", choices=["mongodb", "filesystem", "all"], default="all")
+    s.add_argument("--collection", help="only this collection (MongoDB part)")
+    s.add_argument("--root", help="directory to scan (default: files.root)")
+    s.add_argument("--output-dir", help="where to write the reports (default: scanner.output_dir)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_scan)
+
+    s = sub.add_parser("recover", help="write the conversations a scan found missing into MongoDB")
+    s.add_argument("--from-scan", required=True, help="a recovery_report_*.json written by scan")
+    s.add_argument("--target-collection", help="default: conversations")
+    s.add_argument(
+        "--strategy", choices=["skip_duplicates", "overwrite", "merge", "timestamp_based"]
+    )
+    s.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_recover)
 
     s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
     s.add_argument("--conversations", type=int, default=10_000)

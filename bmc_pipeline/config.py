@@ -105,6 +105,36 @@ class RestoreSettings(_Strict):
     )
 
 
+class ScannerSettings(_Strict):
+    """Where the recovery scanner looks for stray backups and exports, and what it masks."""
+
+    directories: list[str] = Field(
+        default_factory=lambda: [
+            "backups",
+            "exportaciones",
+            "exports",
+            "data",
+            ".whatsapp_temp",
+            ".",
+        ]
+    )
+    patterns: list[str] = Field(
+        default_factory=lambda: [
+            "conversation*.json",
+            "backup*.json",
+            "export*.json",
+            "kb_populated*.json",
+            "recovery_report*.json",
+        ]
+    )
+    sensitive_fields: list[str] = Field(
+        default_factory=lambda: ["phone", "user_phone", "email", "name"]
+    )
+    samples: int = Field(default=3, ge=0, le=50)
+    workers: int = Field(default=2, ge=1, le=64)
+    output_dir: str = "recovery_reports"
+
+
 class DevDbSettings(_Strict):
     """The embedded MongoDB-compatible server used by the demo and the tests."""
 
@@ -123,6 +153,7 @@ class Settings(_Strict):
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     restore: RestoreSettings = Field(default_factory=RestoreSettings)
+    scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     devdb: DevDbSettings = Field(default_factory=DevDbSettings)
     # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
     dagster_home: str = ".bmc/dagster"

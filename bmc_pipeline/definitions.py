@@ -8,6 +8,7 @@ from bmc_pipeline.assets import build_all_backup_assets
 from bmc_pipeline.config import Settings, load_settings
 from bmc_pipeline.jobs import backup_jobs
 from bmc_pipeline.jobs.restore import build_restore_jobs
+from bmc_pipeline.jobs.scan import build_scan_job
 from bmc_pipeline.resources import resources_from_settings
 from bmc_pipeline.schedules import schedules
 from bmc_pipeline.sensors import sensors
@@ -16,7 +17,7 @@ from bmc_pipeline.sensors import sensors
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_all_backup_assets(settings),
-        jobs=[*backup_jobs, *build_restore_jobs(settings)],
+        jobs=[*backup_jobs, *build_restore_jobs(settings), build_scan_job(settings)],
         schedules=schedules,
         sensors=sensors,
         resources=resources_from_settings(settings),

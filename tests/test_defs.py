@@ -46,7 +46,13 @@ def mock_settings(tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch) -> 
 def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Settings) -> None:
     defs = build_definitions(mock_settings)
     dg.Definitions.validate_loadable(defs)
-    for name in ("full_backup_job", "incremental_backup_job", "restore_job", "rollback_job"):
+    for name in (
+        "full_backup_job",
+        "incremental_backup_job",
+        "restore_job",
+        "rollback_job",
+        "scan_job",
+    ):
         assert defs.resolve_job_def(name) is not None
     for sched in ("full_backup_daily", "incremental_backup_6h"):
         assert defs.resolve_schedule_def(sched).default_status == dg.DefaultScheduleStatus.RUNNING

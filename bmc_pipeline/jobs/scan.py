@@ -1,0 +1,66 @@
+"""``scan_job``: the recovery scanner, launched from the Dagster UI; it writes both reports."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.scanner import scan, write_reports
+from bmc_pipeline.resources import MongoResource
+
+
+class Source(str, Enum):
+    all = "all"
+    mongodb = "mongodb"
+    filesystem = "filesystem"
+
+
+class ScanConfig(dg.Config):
+    source: Source = Source.all
+    collection: str | None = Field(default=None, description="only this collection (MongoDB part)")
+    root: str | None = Field(default=None, description="directory to scan; default files.root")
+    output_dir: str | None = Field(default=None, description="default scanner.output_dir")
+
+
+def build_scan_job(settings: Settings) -> dg.JobDefinition:
+    @dg.op(tags={"bmc/operation": "scan"})
+    def scan_op(
+        context: dg.OpExecutionContext, config: ScanConfig, mongo: MongoResource
+    ) -> dg.Output[dict[str, Any]]:
+        sc = settings.scanner
+        files = config.source in (Source.all, Source.filesystem)
+        names = [config.collection] if config.collection else list(settings.collections)
+        report = scan(
+            root=(Path(config.root) if config.root else settings.files_root) if files else None,
+            directories=sc.directories,
+            patterns=sc.patterns,
+            db=mongo.database_handle() if config.source != Source.filesystem else None,
+            collections={n: settings.collection(n).timestamp_field for n in names},
+            sensitive=set(sc.sensitive_fields),
+            samples=sc.samples,
+            workers=sc.workers,
+            log=context.log.info,
+        )
+        out = Path(config.output_dir) if config.output_dir else settings.path(sc.output_dir)
+        json_path, md_path = write_reports(report, out)
+        return dg.Output(
+            report.summary,
+            metadata={
+                **{k: v for k, v in report.summary.items() if isinstance(v, int)},
+                "report_json": dg.MetadataValue.path(str(json_path)),
+                "report": dg.MetadataValue.md(md_path.read_text(encoding="utf-8")),
+            },
+        )
+
+    @dg.job(
+        tags={"bmc/operation": "scan"},
+        config=dg.RunConfig(ops={"scan_op": ScanConfig()}),
+        description="find recoverable conversations in MongoDB and in files on disk (read-only)",
+    )
+    def scan_job() -> None:
+        scan_op()
+
+    return scan_job

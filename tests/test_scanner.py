@@ -1,0 +1,179 @@
+"""The recovery scanner on a tree with every shape found in practice, against a real server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from bson import ObjectId, json_util
+
+from bmc_pipeline.cli import main
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.scanner import scan, write_reports
+
+T = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def conv(
+    name: str, *, with_id: bool = True, hours: int = 0, status: str = "open"
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "session_id": f"sess-{name}",
+        "user": {"name": "Lucía", "phone": "+598 91 234 567"},
+        "status": status,
+        "messages": [
+            {"role": "user", "content": f"hola {name}", "timestamp": T, "message_id": f"{name}-0"}
+        ],
+        "created_at": T,
+        "updated_at": T + timedelta(hours=hours),
+    }
+    if with_id:
+        d = {"_id": ObjectId(f"{sum(map(ord, name)):024x}"), **d}
+    return d
+
+
+def ej(value: Any) -> str:
+    return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "chatbot"
+    for d in ("backups", "exportaciones", "exports", "data", ".whatsapp_temp"):
+        (root / d).mkdir(parents=True)
+    A, B, C, D, E = (conv(x) for x in "ABCDE")
+    files: dict[str, str | bytes] = {
+        "backups/backup_conversations_a.json": ej([A, B, C]),
+        "exportaciones/export_nested.json": ej({"data": {"conversations": [D, E]}, "exported": T}),
+        "exports/conversation_single.json": ej(conv("F", with_id=False)),
+        "data/conversations_log.ndjson": ej(conv("G")) + "\n{not json\n" + ej(conv("H")) + "\n",
+        "backup_envelope.json": ej({"backup_metadata": {"backup_type": "full"},
+                                    "collections": {"conversations": [conv("J"), conv("A", hours=5, status="closed")]}}),
+        "backup_truncated.json": ("[" + ej(conv("K")) + ",\n" + ej(conv("L")) + ',\n{"session_id": "sess-Z", "mess'),
+        "kb_populated_x.json": json.dumps({"productos": [{"sku": "ISODEC"}]}),
+        "unrelated.json": ej([conv("N")]),  # matches no pattern: not scanned
+        "backups/backup_empty.json": "",
+        "backups/backup_binary.json": b"\x00\x01\x02binary",
+        "backups/backup_badutf8.json": b'[{"session_id": "\xff\xfe"}]',
+        "backups/backup_deep.json": "[" * 100_000,
+    }  # fmt: skip
+    for rel, content in files.items():
+        p = root / rel
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+    with gzip.open(root / ".whatsapp_temp/backup_wa.json.gz", "wt") as fh:
+        fh.write(ej([C, conv("I")]))
+    (root / "export_zst.json.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(ej([conv("M")]).encode())
+    )
+    (root / "backups" / "loop").symlink_to(root / "backups")  # a directory link loop
+    return root
+
+
+def test_scan_counts_every_shape_exactly_and_recover_restores_what_is_missing(
+    tree: Path, settings: Settings, mongo_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    mongo_db["conversations"].insert_many([conv("A"), conv("B"), conv("E")])
+    report = scan(
+        root=tree,
+        directories=settings.scanner.directories,
+        patterns=settings.scanner.patterns,
+        db=mongo_db,
+        collections={"conversations": "updated_at"},
+        sensitive={"phone", "name"},
+        workers=2,
+    )
+    s = report.summary
+    assert s["files_scanned"] == 13
+    assert s["conversations_found"] == 15
+    assert s["unique_conversations"] == 13
+    assert s["duplicates"] == 2  # C twice with one content, A twice with two
+    assert s["conflicts"] == 1
+    assert s["recoverable"] == 10
+    assert s["files_with_errors"] == 6 and s["salvaged_files"] == 2
+
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert "unrelated.json" not in by_name
+    counts = {n: f.conversations for n, f in by_name.items()}
+    assert counts == {
+        "backup_conversations_a.json": 3, "export_nested.json": 2, "conversation_single.json": 1,
+        "conversations_log.ndjson": 2, "backup_wa.json.gz": 2, "backup_envelope.json": 2,
+        "backup_truncated.json": 2, "export_zst.json.zst": 1, "kb_populated_x.json": 0,
+        "backup_empty.json": 0, "backup_binary.json": 0, "backup_badutf8.json": 0, "backup_deep.json": 0,
+    }  # fmt: skip
+    errors = {n: f.error or "" for n, f in by_name.items() if f.error}
+    assert set(errors) == {"conversations_log.ndjson", "backup_truncated.json", "backup_empty.json",
+                           "backup_binary.json", "backup_badutf8.json", "backup_deep.json"}  # fmt: skip
+    assert (
+        "cut short" in errors["backup_truncated.json"]
+        or "invalid JSON" in errors["backup_truncated.json"]
+    )
+    assert by_name["backup_truncated.json"].error_offset is not None
+    assert "binary" in errors["backup_binary.json"] and "UTF-8" in errors["backup_badutf8.json"]
+    assert "empty" in errors["backup_empty.json"] and "deep" in errors["backup_deep.json"]
+    conflict = report.conflicts[0]
+    assert conflict["newest"].split("#")[0].endswith("backup_envelope.json")
+    # personal data is masked in MongoDB samples
+    sample = report.mongodb["conversations"]["samples"][0]
+    assert sample["user"]["phone"].endswith("67") and "234" not in sample["user"]["phone"]
+
+    json_path, md_path = write_reports(report, tmp_path / "reports")
+    assert (
+        "## Recommendations" in md_path.read_text() and "recover --from-scan" in md_path.read_text()
+    )
+
+    cfg = tmp_path / "cfg.json"
+    data = settings.model_dump(mode="json")
+    data["storage"].update(dir_mode="0755", file_mode="0600")
+    cfg.write_text(json.dumps(data))
+    monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
+    assert (
+        main(
+            ["--config", str(cfg), "recover", "--from-scan", str(json_path), "--dry-run", "--json"]
+        )
+        == 0
+    )
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["inserted"] == 10 and dry["rollback_id"] is None
+    assert mongo_db["conversations"].count_documents({}) == 3
+    assert main(["--config", str(cfg), "recover", "--from-scan", str(json_path), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["inserted"] == 10 and done["verified"]
+    assert mongo_db["conversations"].count_documents({}) == 13
+    assert mongo_db["conversations"].count_documents({"session_id": "sess-F"}) == 1
+    # a second recover finds nothing new to write
+    assert main(["--config", str(cfg), "recover", "--from-scan", str(json_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inserted"] == 0
+    assert main(["--config", str(cfg), "rollback", done["rollback_id"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"]
+    assert mongo_db["conversations"].count_documents({}) == 3
+
+
+def test_scan_job_writes_both_reports_and_attaches_the_summary(
+    tree: Path, tmp_path: Path, key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from bmc_pipeline.definitions import build_definitions
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
+    out = tmp_path / "scan-out"
+    cfg = {"ops": {"scan_op": {"config": {"root": str(tree), "output_dir": str(out)}}}}
+    with dg.instance_for_test() as instance:
+        result = (
+            build_definitions(s)
+            .resolve_job_def("scan_job")
+            .execute_in_process(run_config=cfg, instance=instance)
+        )
+    assert result.success
+    summary = result.output_for_node("scan_op")
+    assert summary["conversations_found"] == 15 and summary["recoverable"] == 13  # empty database
+    assert len(list(out.glob("recovery_report_*.json"))) == 1
+    assert len(list(out.glob("recovery_report_*.md"))) == 1
