@@ -209,6 +209,33 @@ def _restore_engine(settings: Settings, *, quiet: bool) -> Any:
     return RestoreEngine(settings, d.database(), d.store(), d.keyring(), log=log)
 
 
+def _print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        _print_json(report)
+        return
+    what = "would restore" if report["dry_run"] else "restored"
+    print(
+        f"{what} {report['restored']} documents of {report['collection']} into "
+        f"{report['target_collection']} from {report['backup_id']} "
+        f"(chain: {' -> '.join(report['chain']) or 'file'})"
+    )
+    print(
+        f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
+        f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "
+        f"invalid {report['invalid']}, deleted {report['deleted']}, "
+        f"filtered out {report['filtered_out']}"
+    )
+    for action, ids in report["samples"].items():
+        print(f"  e.g. {action}: {', '.join(ids)}")
+    for e in report["errors"][:10]:
+        print(f"  invalid: {e}")
+    if report["quarantine_file"]:
+        print(f"  invalid documents saved to {report['quarantine_file']}")
+    if report["rollback_id"]:
+        print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
+    print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+
+
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.engine.restore import RestoreFilters, parse_time, resolve_source
 
@@ -231,30 +258,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         fail_fast=args.fail_fast,
         legacy_documents=legacy,
     ).as_dict()
-    if args.json:
-        _print_json(report)
-    else:
-        what = "would restore" if report["dry_run"] else "restored"
-        print(
-            f"{what} {report['restored']} documents of {report['collection']} into "
-            f"{report['target_collection']} from {report['backup_id']} "
-            f"(chain: {' -> '.join(report['chain']) or 'file'})"
-        )
-        print(
-            f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
-            f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "
-            f"invalid {report['invalid']}, deleted {report['deleted']}, "
-            f"filtered out {report['filtered_out']}"
-        )
-        for action, ids in report["samples"].items():
-            print(f"  e.g. {action}: {', '.join(ids)}")
-        for e in report["errors"][:10]:
-            print(f"  invalid: {e}")
-        if report["quarantine_file"]:
-            print(f"  invalid documents saved to {report['quarantine_file']}")
-        if report["rollback_id"]:
-            print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
-        print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+    _print_restore_report(report, as_json=args.json)
     if report["dry_run"]:
         return 0
     return 0 if report["verified"] else 8
@@ -271,6 +275,13 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
             f"({result['verification']})"
         )
     return 0 if result["verified"] else 8
+
+
+def _date_fields(settings: Settings, collection: str) -> frozenset[str]:
+    """Fields a collection stores as dates: its timestamp field and required ``date`` fields."""
+    c = settings.collection(collection)
+    fields = {n for n, t in c.required_fields.items() if t == "date"}
+    return frozenset(fields | ({c.timestamp_field} if c.timestamp_field else set()))
 
 
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
@@ -296,6 +307,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         sensitive=set(sc.sensitive_fields),
         samples=sc.samples,
         workers=sc.workers,
+        date_fields=_date_fields(settings, "conversations"),
         log=log,
     )
     out_dir = Path(args.output_dir) if args.output_dir else settings.path(sc.output_dir)
@@ -324,17 +336,7 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
         dry_run=args.dry_run,
         legacy_documents=recoverable_documents(report_path),
     ).as_dict()
-    if args.json:
-        _print_json(result)
-    else:
-        what = "would recover" if result["dry_run"] else "recovered"
-        print(
-            f"{what} {result['restored']} conversations from {report_path} into "
-            f"{result['target_collection']} ({result['skipped']} skipped, {result['invalid']} invalid)"
-        )
-        if result["rollback_id"]:
-            print(f"  undo with: bmc-backup rollback {result['rollback_id']}")
-        print(f"  verified: {result['verified']} ({'; '.join(result['verification'])})")
+    _print_restore_report(result, as_json=args.json)
     if result["dry_run"]:
         return 0
     return 0 if result["verified"] else 8

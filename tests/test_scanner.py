@@ -177,3 +177,34 @@ def test_scan_job_writes_both_reports_and_attaches_the_summary(
     assert summary["conversations_found"] == 15 and summary["recoverable"] == 13  # empty database
     assert len(list(out.glob("recovery_report_*.json"))) == 1
     assert len(list(out.glob("recovery_report_*.md"))) == 1
+
+
+def test_exports_written_with_default_str_are_read_back_faithfully(
+    tmp_path: Path, settings: Settings, mongo_db: Any
+) -> None:
+    # json.dumps(default=str) turns ObjectIds and dates into plain text: a common export
+    present, new = conv("P"), conv("Q")
+    mongo_db["conversations"].insert_one(present)
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "backup_plain.json").write_text(json.dumps([present, new], default=str))
+    report = scan(
+        root=root,
+        directories=["."],
+        patterns=settings.scanner.patterns,
+        db=mongo_db,
+        collections={},
+        date_fields=frozenset({"created_at", "updated_at"}),
+        workers=1,
+    )
+    assert report.summary["conversations_found"] == 2
+    assert [r["session_id"] for r in report.recoverable] == ["sess-Q"]  # P is recognised as present
+    json_path, _ = write_reports(report, tmp_path / "out")
+    import bson
+
+    from bmc_pipeline.engine.scanner import recoverable_documents
+
+    opts = bson.CodecOptions(tz_aware=True)
+    (doc,) = [bson.decode(d, codec_options=opts) for d in recoverable_documents(json_path)]
+    assert doc["_id"] == new["_id"] and doc["created_at"] == T
+    assert doc["messages"][0]["timestamp"] == T

@@ -523,6 +523,8 @@ class RestoreEngine:
                         raise BmcError(
                             f"document {decode_id(elem)} is invalid ({reason}); stopped (fail_fast)"
                         )
+                    if report.dry_run:
+                        continue  # a dry run writes nothing, not even the quarantine file
                     if quarantine_fh is None:
                         qdir = self.store.root / "quarantine"
                         self.store.mkdir(qdir)

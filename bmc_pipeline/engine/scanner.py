@@ -42,6 +42,7 @@ from bson import json_util
 from bmc_pipeline.engine.errors import BmcError
 
 CHUNK = 1 << 20
+REPORT_PLACEHOLDER = "<this report>.json"  # replaced by the real path when the report is written
 MAX_WHOLE_FILE = 512 << 20  # a non-array JSON file larger than this is reported, not parsed
 _DECODER = json.JSONDecoder(object_hook=json_util.object_hook)
 
@@ -87,6 +88,41 @@ def conversation_time(conv: dict[str, Any]) -> str | None:
     if isinstance(t, datetime):
         return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
     return None
+
+
+_HEX24 = frozenset("0123456789abcdef")
+
+
+def _as_date(v: Any) -> Any:
+    if isinstance(v, str) and len(v) >= 10 and v[4] == "-":
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return v
+        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return v
+
+
+def normalize(conv: dict[str, Any], date_fields: frozenset[str]) -> dict[str, Any]:
+    """Undo what ``json.dumps(default=str)`` did to a conversation, so it matches MongoDB's.
+
+    A 24-hex-digit string ``_id`` becomes an ObjectId; ISO-8601 text in ``date_fields`` and in
+    the messages' ``timestamp`` becomes a date. Nothing else is changed.
+    """
+    out = dict(conv)
+    i = out.get("_id")
+    if isinstance(i, str) and len(i) == 24 and set(i) <= _HEX24:
+        out["_id"] = bson.ObjectId(i)
+    for f in date_fields:
+        if f in out:
+            out[f] = _as_date(out[f])
+    out["messages"] = [
+        {**m, "timestamp": _as_date(m["timestamp"])}
+        if isinstance(m, dict) and "timestamp" in m
+        else m
+        for m in out["messages"]
+    ]
+    return out
 
 
 def find_conversations(value: Any) -> Iterator[dict[str, Any]]:
@@ -272,14 +308,17 @@ def _ndjson(text: _Text, buf: str, report: FileReport) -> Iterator[Any]:
             return
 
 
-def scan_file(path_text: str) -> tuple[FileReport, list[Found]]:
+def scan_file(
+    path_text: str, date_fields: frozenset[str] = frozenset()
+) -> tuple[FileReport, list[Found]]:
     """Everything one file holds (run in worker processes; never raises for a bad file)."""
     path = Path(path_text)
     report = FileReport(path=path_text, size=path.stat().st_size if path.exists() else 0)
     found: list[Found] = []
     try:
         for value in _values(path, report):
-            for conv in find_conversations(value):
+            for raw_conv in find_conversations(value):
+                conv = normalize(raw_conv, date_fields)
                 found.append(
                     Found(
                         key=conversation_key(conv),
@@ -297,11 +336,12 @@ def scan_file(path_text: str) -> tuple[FileReport, list[Found]]:
     return report, found
 
 
-def conversations_of(path: Path) -> Iterator[dict[str, Any]]:
-    """The conversations of a file, in the order ``scan_file`` numbers them (for recovery)."""
+def conversations_of(path: Path, date_fields: frozenset[str]) -> Iterator[dict[str, Any]]:
+    """The conversations of a file, normalized and numbered as ``scan_file`` does (for recovery)."""
     report = FileReport(path=str(path), size=0)
     for value in _values(path, report):
-        yield from find_conversations(value)
+        for conv in find_conversations(value):
+            yield normalize(conv, date_fields)
 
 
 # -- walking the tree ------------------------------------------------------------------------------
@@ -427,10 +467,12 @@ class ScanReport:
     recoverable: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     recommendations: list[str] = field(default_factory=list)
+    date_fields: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["format"] = "bmc-recovery-report/1"
+        d["date_fields"] = sorted(self.date_fields)
         return d
 
 
@@ -445,6 +487,7 @@ def scan(
     sensitive: set[str] | None = None,
     samples: int = 3,
     workers: int = 2,
+    date_fields: frozenset[str] = frozenset({"created_at", "updated_at"}),
     log: Log = _quiet,
 ) -> ScanReport:
     """Scan the filesystem under ``root`` (if given) and the database (if given)."""
@@ -452,6 +495,7 @@ def scan(
         generated_at=datetime.now(timezone.utc).isoformat(),
         root=str(root) if root else None,
         database=getattr(db, "name", None),
+        date_fields=date_fields,
     )
     found: list[Found] = []
     if root is not None:
@@ -460,10 +504,12 @@ def scan(
         results: Iterator[tuple[FileReport, list[Found]]]
         if workers > 1 and len(paths) > 1:
             pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(scan_file, [str(p) for p in paths], chunksize=8)
+            results = pool.map(
+                scan_file, [str(p) for p in paths], [date_fields] * len(paths), chunksize=8
+            )
         else:
             pool = None
-            results = map(scan_file, [str(p) for p in paths])
+            results = (scan_file(str(p), date_fields) for p in paths)
         try:
             for i, (fr, fl) in enumerate(results, 1):
                 report.files.append(fr)
@@ -531,7 +577,7 @@ def _analyse(report: ScanReport, found: list[Found], coll: Any | None) -> None:
     if report.recoverable:
         recs.append(
             f"{len(report.recoverable)} conversation(s) on disk are missing from MongoDB: preview with "
-            "'bmc-backup recover --from-scan <this report>.json --dry-run', then run it without --dry-run"
+            f"'bmc-backup recover --from-scan {REPORT_PLACEHOLDER} --dry-run', then run it without --dry-run"
         )
     if report.conflicts:
         recs.append(
@@ -543,8 +589,17 @@ def _analyse(report: ScanReport, found: list[Found], coll: Any | None) -> None:
             f"{len(errors)} file(s) could not be read completely (see 'files'); conversations before "
             "the damage were kept where possible. Keep the originals until recovery is verified."
         )
+    if coll is None and by_key:
+        recs.append(
+            f"MongoDB was not consulted: scan with --source all to learn which of the "
+            f"{len(by_key)} conversation(s) found on disk it lacks"
+        )
     if not recs:
-        recs.append("nothing to recover: every conversation found on disk is in MongoDB")
+        recs.append(
+            "nothing to recover: every conversation found on disk is in MongoDB"
+            if by_key
+            else "no conversations found on disk"
+        )
     report.recommendations = recs
 
 
@@ -613,6 +668,7 @@ def write_reports(report: ScanReport, out_dir: Path) -> tuple[Path, Path]:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     j = out_dir / f"recovery_report_{stamp}.json"
     m = out_dir / f"recovery_report_{stamp}.md"
+    report.recommendations = [r.replace(REPORT_PLACEHOLDER, str(j)) for r in report.recommendations]
     j.write_text(
         json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str), encoding="utf-8"
     )
@@ -630,11 +686,12 @@ def recoverable_documents(report_path: Path) -> Iterator[bytes]:
         data = json.loads(report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BmcError(f"{report_path}: cannot read the scan report: {exc}") from None
+    date_fields = frozenset(data.get("date_fields", []))
     wanted: dict[str, dict[int, str]] = {}
     for r in data.get("recoverable", []):
         wanted.setdefault(r["path"], {})[int(r["index"])] = r["hash"]
     for path, indexes in wanted.items():
-        for i, conv in enumerate(conversations_of(Path(path))):
+        for i, conv in enumerate(conversations_of(Path(path), date_fields)):
             if i in indexes and content_hash(conv) == indexes[i]:
                 if "_id" not in conv:
                     digest = hashlib.sha256(("session_id:" + conv["session_id"]).encode()).digest()
