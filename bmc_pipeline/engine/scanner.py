@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import bson
+import bson.errors
 import zstandard
 from bson import json_util
 
@@ -44,7 +45,20 @@ from bmc_pipeline.engine.errors import BmcError
 CHUNK = 1 << 20
 REPORT_PLACEHOLDER = "<this report>.json"  # replaced by the real path when the report is written
 MAX_WHOLE_FILE = 512 << 20  # a non-array JSON file larger than this is reported, not parsed
-_DECODER = json.JSONDecoder(object_hook=json_util.object_hook)
+def _ejson_hook(obj: dict[str, Any]) -> Any:
+    """Extended JSON to BSON types, for the objects that can be Extended JSON (a ``$`` key)."""
+    for k in obj:
+        if k.startswith("$"):
+            return json_util.object_hook(obj)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_hook=_ejson_hook)
+_PLAIN = json.JSONDecoder()  # for text with no '"$': no Python call per object
+
+
+def _decode(text: str) -> Any:
+    return (_DECODER if '"$' in text else _PLAIN).decode(text)
 
 Log = Callable[[str], None]
 
@@ -71,8 +85,12 @@ def conversation_key(conv: dict[str, Any]) -> str:
 
 
 def content_hash(conv: dict[str, Any]) -> str:
-    text = json_util.dumps(conv, sort_keys=True, json_options=json_util.CANONICAL_JSON_OPTIONS)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Identifies a version of a conversation: SHA-256 of its BSON encoding (fast, in C)."""
+    try:
+        data = bson.encode(conv)
+    except (OverflowError, bson.errors.InvalidDocument):  # e.g. an integer beyond 64 bits
+        data = json_util.dumps(conv, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def conversation_time(conv: dict[str, Any]) -> str | None:
@@ -226,7 +244,7 @@ def _values(path: Path, report: FileReport) -> Iterator[Any]:
                     )
                     return
             try:
-                value = _DECODER.decode(buf)
+                value = _decode(buf)
             except json.JSONDecodeError as exc:
                 report.error = f"invalid JSON: {exc.msg}"
                 report.error_offset = consumed + exc.pos
@@ -268,7 +286,9 @@ def _array_items(text: _Text, buf: str, pos: int, report: FileReport) -> Iterato
             return
         while True:
             try:
-                value, end = _DECODER.raw_decode(buf, pos)
+                value, end = _PLAIN.raw_decode(buf, pos)
+                if '"$' in buf[pos:end]:  # Extended JSON inside: decode this element again with it
+                    value = _DECODER.decode(buf[pos:end])
                 break
             except json.JSONDecodeError as exc:
                 if eof:
@@ -297,7 +317,7 @@ def _ndjson(text: _Text, buf: str, report: FileReport) -> Iterator[Any]:
         for line in lines:
             if line.strip():
                 try:
-                    yield _DECODER.decode(line)
+                    yield _decode(line)
                 except json.JSONDecodeError as exc:
                     if report.error is None:
                         report.error = f"invalid JSON line: {exc.msg}"
