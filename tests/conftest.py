@@ -61,6 +61,12 @@ def make_settings(tmp_path: Path, uri: str, database: str, key: Key, **env: str)
     return load_settings(env=base)
 
 
+def write_config(settings: Settings, path: Path) -> Path:
+    """A configuration file equal to ``settings``: the command line reads files, tests build Settings."""
+    path.write_text(settings.model_dump_json(), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> BackupStore:
     return BackupStore(tmp_path / "backups")

@@ -28,7 +28,7 @@ from bmc_pipeline.engine.rawbson import decode_id
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.validate import validate_backup
-from tests.conftest import make_settings
+from tests.conftest import make_settings, write_config
 
 
 def engine_for(settings: Settings, db: Any, keyring: KeyRing, **kw: Any) -> BackupEngine:
@@ -61,12 +61,12 @@ def test_full_backup_validates_and_exports_byte_identical_bson(
     os.environ["BMC_BACKUP_KEY"] = settings.backup_key or ""
     try:
         out = tmp_path / "conversations.bson"
-        assert main(["--config", str(_write_cfg(settings, tmp_path)), "export", result.backup_id,
+        assert main(["--config", str(write_config(settings, tmp_path / "cfg.json")), "export", result.backup_id,
                      "--collection", "conversations", "--format", "bson", "--out", str(out)]) == 0  # fmt: skip
         exported = {bson.decode(d)["_id"]: d for d in _split(out.read_bytes())}
         assert exported == raw_docs(mongo_db, "conversations")
         ej = tmp_path / "conversations.json"
-        assert main(["--config", str(_write_cfg(settings, tmp_path)), "export", result.backup_id,
+        assert main(["--config", str(write_config(settings, tmp_path / "cfg.json")), "export", result.backup_id,
                      "--collection", "conversations", "--format", "ejson", "--out", str(ej)]) == 0  # fmt: skip
         envelope = json.loads(ej.read_text())
         assert envelope["backup_metadata"]["backup_id"] == result.backup_id
@@ -74,16 +74,6 @@ def test_full_backup_validates_and_exports_byte_identical_bson(
         assert set(envelope) >= {"backup_metadata", "collections", "filesystem", "checksums"}
     finally:
         del os.environ["BMC_BACKUP_KEY"]
-
-
-def _write_cfg(settings: Settings, tmp_path: Path) -> Path:
-    """A config file equal to ``settings`` (the CLI reads files, tests build Settings)."""
-    cfg = tmp_path / "cfg.json"
-    data = settings.model_dump(mode="json")
-    data["storage"]["dir_mode"] = "0755"
-    data["storage"]["file_mode"] = "0600"
-    cfg.write_text(json.dumps(data))
-    return cfg
 
 
 def _split(data: bytes) -> list[bytes]:
@@ -179,7 +169,7 @@ def test_backup_with_no_key_refuses_to_run(
     tmp_path: Path, mongo_uri: str, db_name: str, key: Key
 ) -> None:
     settings = make_settings(tmp_path, mongo_uri, db_name, key, BMC_BACKUP_KEY="")
-    cfg = _write_cfg(settings, tmp_path)
+    cfg = write_config(settings, tmp_path / "cfg.json")
     env_key = os.environ.pop("BMC_BACKUP_KEY", None)
     try:
         assert main(["--config", str(cfg), "backup", "--no-files"]) != 0
@@ -198,7 +188,7 @@ def published(
     result = engine_for(settings, mongo_db, keyring).run(
         "full", ["conversations"], include_files=False
     )
-    cfg = _write_cfg(settings, tmp_path)
+    cfg = write_config(settings, tmp_path / "cfg.json")
     archive = (
         result.ref.manifest_path.parent
         / result.manifest["collections"]["conversations"]["documents"]["file"]
@@ -323,7 +313,7 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_like_a_backup(
     seed_database(mongo_db, 1500, seed=4)
     env = {
         **os.environ,
-        "BMC_CONFIG": str(_write_cfg(settings, tmp_path)),
+        "BMC_CONFIG": str(write_config(settings, tmp_path / "cfg.json")),
         "BMC_BACKUP_KEY": settings.backup_key or "",
         "MONGODB_URI": mongo_uri,
         "BMC_DATABASE": db_name,
@@ -340,7 +330,7 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_like_a_backup(
     store = BackupStore(settings.backup_dir)
     assert store.refs() == []
     assert store.leftovers(), "the killed write left its temporary directory (expected, and hidden)"
-    cfg = _write_cfg(settings, tmp_path)
+    cfg = write_config(settings, tmp_path / "cfg.json")
     os.environ["BMC_BACKUP_KEY"] = settings.backup_key or ""
     assert main(["--config", str(cfg), "validate", "latest"]) == 4
     assert main(["--config", str(cfg), "list", "--json"]) == 0

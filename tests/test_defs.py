@@ -17,7 +17,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.launch import run_backup
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, write_config
 
 # Renaming an asset orphans its history in the Dagster instance: this list changes on purpose only.
 EXPECTED_ASSET_KEYS = sorted(
@@ -165,10 +165,7 @@ def test_cli_backup_and_list_against_the_server(
 
     seed_database(mongo_db, 40, seed=10)
     write_files(settings.files_root)
-    cfg = tmp_path / "cfg.json"
-    data = settings.model_dump(mode="json")
-    data["storage"].update(dir_mode="0755", file_mode="0600")
-    cfg.write_text(json.dumps(data))
+    cfg = write_config(settings, tmp_path / "cfg.json")
     os.environ["BMC_BACKUP_KEY"] = settings.backup_key or ""
     try:
         assert main(["--config", str(cfg), "backup", "--type", "full", "--json"]) == 0

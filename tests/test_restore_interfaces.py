@@ -20,15 +20,12 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, write_config
 
 
 def use_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s: Settings) -> Path:
     """Point the process environment at ``s`` (the API and CLI read settings themselves)."""
-    cfg = tmp_path / "cfg.json"
-    data = s.model_dump(mode="json")
-    data["storage"].update(dir_mode="0755", file_mode="0600")
-    cfg.write_text(json.dumps(data))
+    cfg = write_config(s, tmp_path / "cfg.json")
     monkeypatch.setenv("BMC_CONFIG", str(cfg))
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))

@@ -15,6 +15,7 @@ from bson import ObjectId, json_util
 from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import scan, write_reports
+from tests.conftest import write_config
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -127,10 +128,7 @@ def test_scan_counts_every_shape_exactly_and_recover_restores_what_is_missing(
         "## Recommendations" in md_path.read_text() and "recover --from-scan" in md_path.read_text()
     )
 
-    cfg = tmp_path / "cfg.json"
-    data = settings.model_dump(mode="json")
-    data["storage"].update(dir_mode="0755", file_mode="0600")
-    cfg.write_text(json.dumps(data))
+    cfg = write_config(settings, tmp_path / "cfg.json")
     monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
     assert (
         main(

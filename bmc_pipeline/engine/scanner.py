@@ -45,6 +45,8 @@ from bmc_pipeline.engine.errors import BmcError
 CHUNK = 1 << 20
 REPORT_PLACEHOLDER = "<this report>.json"  # replaced by the real path when the report is written
 MAX_WHOLE_FILE = 512 << 20  # a non-array JSON file larger than this is reported, not parsed
+
+
 def _ejson_hook(obj: dict[str, Any]) -> Any:
     """Extended JSON to BSON types, for the objects that can be Extended JSON (a ``$`` key)."""
     for k in obj:
@@ -59,6 +61,7 @@ _PLAIN = json.JSONDecoder()  # for text with no '"$': no Python call per object
 
 def _decode(text: str) -> Any:
     return (_DECODER if '"$' in text else _PLAIN).decode(text)
+
 
 Log = Callable[[str], None]
 
