@@ -38,7 +38,7 @@ from bmc_pipeline.engine.backup import parse_index_entry
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.digest import StateDigest, document_hash
-from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
+from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError
 from bmc_pipeline.engine.merge import merge_documents
 from bmc_pipeline.engine.mongo import insert_raw, is_mock, raw_batches, with_retries
 from bmc_pipeline.engine.rawbson import (
@@ -305,14 +305,7 @@ class RestoreEngine:
             for part in ("documents", "tombstones", "index"):
                 if p.entry.get(part):
                     label = f"backup {p.ref.backup_id}: {p.entry[part]['file']}"
-                    try:
-                        verify_archive(p.path(part), p.entry[part], self.keyring, label)
-                    except FileNotFoundError:
-                        raise IntegrityError(f"{label} is missing", reason="missing") from None
-                    except BmcError as exc:
-                        if isinstance(exc, IntegrityError):
-                            raise
-                        raise IntegrityError(str(exc), reason="checksum") from None
+                    verify_archive(p.path(part), p.entry[part], self.keyring, label)
 
     # -- sources of documents -------------------------------------------------------------------
     def _point_documents(self, points: list[_Point]) -> tuple[Iterator[bytes], set[bytes]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.crypto import KeyRing
-from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
@@ -53,26 +53,38 @@ class ValidationReport:
 
 
 def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: str) -> int:
-    """Read one archive to the end and compare it with its manifest entry; returns the count."""
-    size = path.stat().st_size
+    """Read one archive to the end and compare it with its manifest entry; returns the count.
+
+    Raises :class:`IntegrityError` for any difference (a missing file included), and
+    :class:`KeyConfigError` when the key that wrote it is not configured.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise IntegrityError(f"{label} is missing", path=str(path), reason="missing") from None
     if size != entry["stored_bytes"]:
         what = "truncated" if size < entry["stored_bytes"] else "has extra bytes"
-        raise BmcError(
-            f"{label}: file is {size} bytes, the manifest says {entry['stored_bytes']}: it {what}"
+        raise IntegrityError(
+            f"{label}: file is {size} bytes, the manifest says {entry['stored_bytes']}: it {what}",
+            path=str(path),
+            reason="size",
         )
     with path.open("rb") as fh:
         reader = ArchiveReader(fh, keyring, name=label)
         for _ in reader.raw_batches():
             pass
         stats = reader.stats
-    if stats.stored_sha256 != entry["stored_sha256"]:
-        raise BmcError(f"{label}: SHA-256 of the stored bytes does not match the manifest")
-    if stats.sha256 != entry["sha256"]:
-        raise BmcError(f"{label}: SHA-256 of the BSON stream does not match the manifest")
-    if stats.documents != entry["documents"]:
-        raise BmcError(
-            f"{label}: holds {stats.documents} documents, the manifest says {entry['documents']}"
-        )
+    for ours, theirs, what in (
+        (stats.stored_sha256, entry["stored_sha256"], "SHA-256 of the stored bytes"),
+        (stats.sha256, entry["sha256"], "SHA-256 of the BSON stream"),
+        (stats.documents, entry["documents"], "document count"),
+    ):
+        if ours != theirs:
+            raise IntegrityError(
+                f"{label}: {what} ({ours}) does not match the manifest ({theirs})",
+                path=str(path),
+                reason="checksum",
+            )
     return stats.documents
 
 
@@ -103,9 +115,6 @@ def validate_backup(
         path = (base / rel).resolve()
         if not path.is_relative_to(ref.payload_dir.resolve()):
             report.fail(f"{label}: file {rel!r} is outside the backup's directory", file=rel)
-            continue
-        if not path.is_file():
-            report.fail(f"backup {ref.backup_id}: {rel} is missing", file=rel)
             continue
         try:
             n = verify_archive(path, entry, keyring, f"backup {ref.backup_id}: {rel}")
