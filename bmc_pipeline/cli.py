@@ -342,6 +342,35 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result["verified"] else 8
 
 
+def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.retention import RetentionPolicy, rotate
+
+    r = settings.retention
+    d = Deployment(settings)
+    result = rotate(
+        d.store(),
+        d.keyring(),
+        RetentionPolicy(daily=r.daily, weekly=r.weekly, monthly=r.monthly),
+        dry_run=args.dry_run,
+        grace_s=r.blob_grace_hours * 3600,
+        log=lambda m: None if args.json else print(f"... {m}", file=sys.stderr),
+    )
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    for dec in result.decisions:
+        what = "keep  " if dec.keep else ("WOULD DELETE" if args.dry_run else "deleted")
+        print(f"{what} {dec.backup_id}  {'; '.join(dec.reasons)}")
+    for u in result.unreadable:
+        print(f"keep   {u} (manifest unreadable: never deleted)")
+    verb = "would free" if args.dry_run else "freed"
+    print(
+        f"{len(result.deleted)} backup(s) {'would be ' if args.dry_run else ''}deleted; "
+        f"{result.blobs_deleted} unreferenced file blob(s), {verb} {result.blob_bytes_freed} bytes"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.demo import run_demo
 
@@ -448,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_recover)
+
+    s = sub.add_parser("rotate", help="apply the retention policy (daily/weekly/monthly)")
+    s.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_rotate)
 
     s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
     s.add_argument("--conversations", type=int, default=10_000)

@@ -105,6 +105,15 @@ class RestoreSettings(_Strict):
     )
 
 
+class RetentionSettings(_Strict):
+    """How many backups to keep (restic 'forget' rules; see docs/RETENTION.md)."""
+
+    daily: int = Field(default=30, ge=0)
+    weekly: int = Field(default=12, ge=0)
+    monthly: int = Field(default=12, ge=0)
+    blob_grace_hours: float = Field(default=24.0, ge=0)
+
+
 class ScannerSettings(_Strict):
     """Where the recovery scanner looks for stray backups and exports, and what it masks."""
 
@@ -154,6 +163,7 @@ class Settings(_Strict):
     files: FilesSettings = Field(default_factory=FilesSettings)
     restore: RestoreSettings = Field(default_factory=RestoreSettings)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     devdb: DevDbSettings = Field(default_factory=DevDbSettings)
     # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
     dagster_home: str = ".bmc/dagster"

@@ -1,4 +1,5 @@
-"""Schedules: full backups daily at 02:00 UTC, incrementals every 6 hours (00, 06, 12, 18 UTC).
+"""Schedules: full backups daily at 02:00 UTC, incrementals every 6 hours (00, 06, 12, 18 UTC),
+retention daily at 03:00 UTC.
 
 They run as soon as the Dagster daemon runs (``DefaultScheduleStatus.RUNNING``): backups that wait
 for someone to switch them on are backups that do not happen.
@@ -24,4 +25,18 @@ incremental_backup_schedule = dg.build_schedule_from_partitioned_job(
     name="incremental_backup_6h",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-schedules = [full_backup_schedule, incremental_backup_schedule]
+retention_job = dg.define_asset_job(
+    "retention_job",
+    selection=dg.AssetSelection.assets(dg.AssetKey(["backups", "retention"])),
+    description="apply the retention policy",
+    tags={"bmc/operation": "retention"},
+)
+# an hour after the daily full, so that the day's new full is there before anything is deleted
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_daily",
+    job=retention_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+schedules = [full_backup_schedule, incremental_backup_schedule, retention_schedule]

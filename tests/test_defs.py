@@ -20,18 +20,10 @@ from bmc_pipeline.launch import run_backup
 from tests.conftest import ROOT, make_settings, write_config
 
 # Renaming an asset orphans its history in the Dagster instance: this list changes on purpose only.
+PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files", "backup_set")
 EXPECTED_ASSET_KEYS = sorted(
-    f"backups/{t}/{name}"
-    for t in ("full", "incremental")
-    for name in (
-        "conversations",
-        "quotes",
-        "sessions",
-        "context",
-        "analytics",
-        "files",
-        "backup_set",
-    )
+    [f"backups/{t}/{name}" for t in ("full", "incremental") for name in PARTS]
+    + ["backups/retention"]
 )
 
 
@@ -54,7 +46,7 @@ def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Set
         "scan_job",
     ):
         assert defs.resolve_job_def(name) is not None
-    for sched in ("full_backup_daily", "incremental_backup_6h"):
+    for sched in ("full_backup_daily", "incremental_backup_6h", "retention_daily"):
         assert defs.resolve_schedule_def(sched).default_status == dg.DefaultScheduleStatus.RUNNING
 
 
@@ -101,6 +93,7 @@ def test_schedules_fire_at_the_documented_times(mock_settings: Settings) -> None
     defs = build_definitions(mock_settings)
     assert defs.resolve_schedule_def("full_backup_daily").cron_schedule == "0 2 * * *"
     assert defs.resolve_schedule_def("incremental_backup_6h").cron_schedule == "0 */6 * * *"
+    assert defs.resolve_schedule_def("retention_daily").cron_schedule == "0 3 * * *"
 
 
 def test_backup_job_run_in_process_publishes_and_reports_metadata(mock_settings: Settings) -> None:

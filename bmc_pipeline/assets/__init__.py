@@ -1,5 +1,6 @@
 """Assets built from the engine; each submodule exports builders that take the Settings."""
 
 from bmc_pipeline.assets.backups import build_all_backup_assets
+from bmc_pipeline.assets.retention import build_retention_asset
 
-__all__ = ["build_all_backup_assets"]
+__all__ = ["build_all_backup_assets", "build_retention_asset"]

@@ -1,0 +1,211 @@
+"""Which backups to keep: daily / weekly / monthly rules with restic ``forget`` semantics, and guards.
+
+Each rule keeps, for the N most recent calendar days (ISO weeks, months) that have a backup, the
+newest backup of that day (week, month). A backup is kept if any rule keeps it. Then the guards:
+
+* for every collection, the newest full backup holding it is always kept;
+* a backup that a kept incremental depends on (its parent, for any collection, and so on up the
+  chain) is kept, so every kept backup can still be restored;
+* rollback points are not subject to retention (they are kept).
+
+Everything else is deleted, manifest first (so a half-deleted backup is no longer listed). File
+blobs that no kept backup references are deleted once they are older than a grace period, so a
+backup being written right now never loses a blob it has just stored.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.store import BackupRef, BackupStore
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    daily: int = 30
+    weekly: int = 12
+    monthly: int = 12
+
+
+@dataclass(frozen=True)
+class Point:
+    """What retention needs to know of a backup."""
+
+    backup_id: str
+    backup_type: str
+    taken: datetime
+    parents: frozenset[str]
+    collections: frozenset[str] = frozenset()
+
+
+@dataclass
+class Decision:
+    backup_id: str
+    backup_type: str
+    keep: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+def _buckets(t: datetime) -> dict[str, Any]:
+    iso = t.isocalendar()
+    return {"daily": t.date(), "weekly": (iso[0], iso[1]), "monthly": (t.year, t.month)}
+
+
+def _label(rule: str, bucket: Any) -> str:
+    if isinstance(bucket, date):
+        return f"daily {bucket.isoformat()}"
+    if rule == "weekly":
+        return f"weekly {bucket[0]}-W{bucket[1]:02d}"
+    return f"monthly {bucket[0]}-{bucket[1]:02d}"
+
+
+def plan_retention(points: list[Point], policy: RetentionPolicy) -> list[Decision]:
+    """The decision for every point, newest first."""
+    newest_first = sorted(points, key=lambda p: (p.taken, p.backup_id), reverse=True)
+    decisions = {p.backup_id: Decision(p.backup_id, p.backup_type) for p in newest_first}
+
+    def keep(bid: str, reason: str) -> None:
+        d = decisions[bid]
+        d.keep = True
+        if reason not in d.reasons:
+            d.reasons.append(reason)
+
+    subject = [p for p in newest_first if p.backup_type in ("full", "incremental")]
+    for rule, n in (
+        ("daily", policy.daily),
+        ("weekly", policy.weekly),
+        ("monthly", policy.monthly),
+    ):
+        seen: set[Any] = set()
+        for p in subject:
+            bucket = _buckets(p.taken)[rule]
+            if bucket in seen:
+                continue
+            if len(seen) >= n:
+                break
+            seen.add(bucket)
+            keep(p.backup_id, _label(rule, bucket))
+    for p in newest_first:
+        if p.backup_type == "rollback":
+            keep(p.backup_id, "rollback point (not subject to retention)")
+    guarded: set[str] = set()
+    for p in subject:  # newest first
+        if p.backup_type == "full":
+            for c in sorted(p.collections - guarded):
+                keep(p.backup_id, f"newest full backup of {c}")
+            guarded |= p.collections
+    # chain guard, to a fixed point: a kept backup's parents are kept
+    by_id = {p.backup_id: p for p in newest_first}
+    stack = [bid for bid, d in decisions.items() if d.keep]
+    while stack:
+        child = stack.pop()
+        for parent in by_id[child].parents:
+            if parent in decisions:
+                was = decisions[parent].keep
+                keep(parent, f"needed by {child}")
+                if not was:
+                    stack.append(parent)
+    return list(decisions.values())
+
+
+def points_of(store: BackupStore, keyring: KeyRing) -> tuple[list[Point], list[str]]:
+    """The store's backups as retention points, from authenticated manifests only.
+
+    A backup whose manifest cannot be read or authenticated is left alone (listed as such):
+    retention never deletes on the word of a manifest it cannot trust.
+    """
+    points, unreadable = [], []
+    for ref in store.refs():
+        try:
+            m = store.load_manifest(ref, keyring)
+            colls = m.get("collections", {})
+            parents = frozenset(str(c["parent"]) for c in colls.values() if c.get("parent"))
+            taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
+        except (BmcError, KeyError, ValueError, TypeError) as exc:
+            unreadable.append(f"{ref.backup_id}: {exc}")
+            continue
+        points.append(Point(ref.backup_id, ref.backup_type, taken, parents, frozenset(colls)))
+    return points, unreadable
+
+
+def referenced_blobs(store: BackupStore, refs: list[BackupRef], keyring: KeyRing) -> set[str]:
+    blobs: set[str] = set()
+    for ref in refs:
+        m = store.load_manifest(ref, keyring)
+        blobs.update(f["blob"] for f in m.get("filesystem", {}).get("files", {}).values())
+    return blobs
+
+
+@dataclass
+class RotationResult:
+    decisions: list[Decision]
+    deleted: list[str]
+    blobs_deleted: int
+    blob_bytes_freed: int
+    leftovers_removed: list[str]
+    unreadable: list[str]
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "kept": [d.__dict__ for d in self.decisions if d.keep],
+            "deleted": self.deleted,
+            "blobs_deleted": self.blobs_deleted,
+            "blob_bytes_freed": self.blob_bytes_freed,
+            "leftovers_removed": self.leftovers_removed,
+            "unreadable_kept": self.unreadable,
+        }
+
+
+def rotate(
+    store: BackupStore,
+    keyring: KeyRing,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool,
+    grace_s: float = 86_400.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> RotationResult:
+    """Apply the policy: delete what no rule or guard keeps (nothing at all in a dry run)."""
+    points, unreadable = points_of(store, keyring)
+    decisions = plan_retention(points, policy)
+    doomed = [d.backup_id for d in decisions if not d.keep]
+    kept_refs = [store.ref(d.backup_id) for d in decisions if d.keep]
+    cutoff = time.time() - grace_s
+    unused: list[tuple[Path, int]] = []
+    # blobs: only when every manifest could be read (an unreadable one may reference any blob),
+    # and never one younger than the grace period (a backup in progress may have just stored it)
+    if not unreadable and (store.root / BLOB_DIR).is_dir():
+        keep_blobs = referenced_blobs(store, kept_refs, keyring)
+        for p in (store.root / BLOB_DIR).glob("*/*"):
+            st = p.stat()
+            if p.name not in keep_blobs and not p.name.startswith(".") and st.st_mtime < cutoff:
+                unused.append((p, st.st_size))
+    leftovers = [p for p in store.leftovers() if p.stat().st_mtime < cutoff]
+    if not dry_run:
+        for bid in doomed:
+            log(f"deleting backup {bid}")
+            store.delete(store.ref(bid))
+        for p, _ in unused:
+            p.unlink(missing_ok=True)
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+    return RotationResult(
+        decisions=decisions,
+        deleted=doomed,
+        blobs_deleted=len(unused),
+        blob_bytes_freed=sum(n for _, n in unused),
+        leftovers_removed=[str(p) for p in leftovers],
+        unreadable=unreadable,
+        dry_run=dry_run,
+    )

@@ -1,0 +1,143 @@
+"""Retention: restic 'forget' rules and the guards that keep every kept backup restorable.
+
+The expected sets below were worked out by hand from the calendar (ISO weeks: 2026-11-23 and
+2026-11-24 are in W48, 2026-11-20 in W47), not computed by the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bmc_pipeline.cli import main
+from bmc_pipeline.engine.backup import BackupEngine
+from bmc_pipeline.engine.crypto import Key, KeyRing
+from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.retention import Point, RetentionPolicy, plan_retention, rotate
+from bmc_pipeline.engine.sample_data import seed_database, write_files
+from bmc_pipeline.engine.store import BackupStore
+from tests.conftest import make_settings, write_config
+
+POLICY = RetentionPolicy(daily=3, weekly=2, monthly=2)
+
+
+def at(day: str, hour: int = 2) -> datetime:
+    return datetime.fromisoformat(f"{day}T{hour:02d}:00:00+00:00")
+
+
+def full(bid: str, day: str, hour: int = 2, colls: tuple[str, ...] = ("conversations",)) -> Point:
+    return Point(bid, "full", at(day, hour), frozenset(), frozenset(colls))
+
+
+def inc(bid: str, day: str, parent: str) -> Point:
+    return Point(bid, "incremental", at(day, 8), frozenset({parent}), frozenset({"conversations"}))
+
+
+FULLS = [
+    full("F1", "2026-09-10"), full("F2", "2026-10-05"), full("F3", "2026-10-20"),
+    full("F4", "2026-11-02"), full("F5", "2026-11-10"), full("F6", "2026-11-20"),
+    full("F7", "2026-11-20", hour=14), full("F8", "2026-11-23"), full("F9", "2026-11-24"),
+]  # fmt: skip
+
+
+def kept(decisions: list[Any]) -> set[str]:
+    return {d.backup_id for d in decisions if d.keep}
+
+
+def test_rules_keep_the_newest_per_day_week_and_month() -> None:
+    decisions = plan_retention(FULLS, POLICY)
+    assert kept(decisions) == {"F9", "F8", "F7", "F3"}
+    reasons = {d.backup_id: d.reasons for d in decisions}
+    assert reasons["F7"] == ["daily 2026-11-20", "weekly 2026-W47"]
+    assert reasons["F3"] == ["monthly 2026-10"]
+    assert reasons["F6"] == []  # same day as F7, older
+
+
+def test_guards_keep_chains_fulls_of_every_collection_and_rollback_points() -> None:
+    points = [
+        *FULLS,
+        inc("I1", "2026-11-24", "F9"),
+        inc("I2", "2026-10-21", "F3"),
+        inc("I3", "2026-10-22", "I2"),
+        full("Q1", "2026-09-15", colls=("quotes",)),
+        Point("R1", "rollback", at("2026-09-01"), frozenset(), frozenset({"conversations"})),
+    ]
+    decisions = plan_retention(points, POLICY)
+    assert kept(decisions) == {"I1", "F9", "F8", "F7", "I3", "I2", "F3", "Q1", "R1"}
+    reasons = {d.backup_id: d.reasons for d in decisions}
+    assert "needed by I3" in reasons["I2"] and "needed by I2" in reasons["F3"]
+    assert reasons["F9"] == ["newest full backup of conversations", "needed by I1"]
+    assert reasons["Q1"] == ["newest full backup of quotes"]
+
+
+def test_two_years_with_gaps_never_orphan_a_kept_incremental() -> None:
+    points: list[Point] = []
+    day = datetime(2024, 11, 1, tzinfo=timezone.utc)
+    last = None
+    for n in range(730):
+        d = day.replace(hour=2) + (n * (at("2026-01-02") - at("2026-01-01")))
+        if n % 17 in (3, 4):  # gaps: days with no backup at all
+            continue
+        fid = f"full-{n}"
+        points.append(Point(fid, "full", d, frozenset(), frozenset({"c"})))
+        last = fid
+        for h in (6, 12, 18):
+            iid = f"inc-{n}-{h}"
+            points.append(
+                Point(iid, "incremental", d.replace(hour=h), frozenset({last}), frozenset({"c"}))
+            )
+            last = iid
+    decisions = plan_retention(points, RetentionPolicy())
+    keep = kept(decisions)
+    by_id = {p.backup_id: p for p in points}
+    for bid in keep:
+        assert by_id[bid].parents <= keep, f"{bid} kept without its parent"
+    days_kept = {by_id[b].taken.date() for b in keep}
+    backup_days = sorted({p.taken.date() for p in points}, reverse=True)
+    assert set(backup_days[:30]) <= days_kept  # the daily rule: the 30 newest days with backups
+    assert len(days_kept) <= 30 + 12 + 12
+    newest = backup_days[0]
+    oldest_allowed = newest.replace(day=1, year=newest.year - 1)  # 12 calendar months back
+    assert min(days_kept) >= oldest_allowed
+    # a kept day keeps its whole chain (full and the three incrementals)
+    for d in days_kept:
+        assert {p.backup_id for p in points if p.taken.date() == d} <= keep
+
+
+def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_blobs(
+    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    db = connect(s.mongodb.uri)[s.mongodb.database]
+    seed_database(db, 5, seed=1)
+    files = write_files(s.files_root)
+    ring = KeyRing([key])
+    store = BackupStore(s.backup_dir)
+    engine = BackupEngine(s, db, store, ring)
+    ids = []
+    for day in ("2026-09-10", "2026-10-20", "2026-11-23", "2026-11-24"):
+        files[0].write_text(f"version {day}", encoding="utf-8")  # a new blob each time
+        ids.append(engine.run("full", ["quotes"], now=at(day)).backup_id)
+    blobs_before = len(list((store.root / "blobs").glob("*/*")))
+
+    cfg = write_config(s, tmp_path / "cfg.json")
+    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
+    import json
+
+    assert main(["--config", str(cfg), "rotate", "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["deleted"] == []  # 30/12/12 keeps all four: each is the newest of its day
+    assert len(store.refs()) == 4  # a dry run deletes nothing
+
+    result = rotate(
+        store, ring, RetentionPolicy(daily=2, weekly=0, monthly=0), dry_run=False, grace_s=0
+    )
+    assert sorted(result.deleted) == sorted(ids[:2])
+    assert [r.backup_id for r in store.refs()] == ids[2:]
+    assert result.blobs_deleted == 2  # the two versions of the file only the deleted backups held
+    assert len(list((store.root / "blobs").glob("*/*"))) == blobs_before - 2
+    os.environ.pop("BMC_BACKUP_KEY", None)
