@@ -105,6 +105,28 @@ class RestoreSettings(_Strict):
     )
 
 
+class SmtpSettings(_Strict):
+    """E-mail alerts; the password comes from ``BMC_SMTP_PASSWORD``."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str
+    recipients: list[str]
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+
+
+class AlertSettings(_Strict):
+    """Thresholds and channels of the alerting sensors (docs/ALERTS.md)."""
+
+    stale_full_hours: float = Field(default=24.0, gt=0)
+    late_hours: float = Field(default=2.0, gt=0)
+    min_free_percent: float = Field(default=10.0, ge=0, le=100)
+    log_file: str = "logs/alerts.jsonl"
+    email: SmtpSettings | None = None
+    ui_url: str = "http://127.0.0.1:3000"
+
+
 class RetentionSettings(_Strict):
     """How many backups to keep (restic 'forget' rules; see docs/RETENTION.md)."""
 
@@ -164,6 +186,11 @@ class Settings(_Strict):
     restore: RestoreSettings = Field(default_factory=RestoreSettings)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    # Secrets of the alert channels, from the environment only; never in repr or in a dump.
+    smtp_password: str | None = Field(default=None, repr=False, exclude=True)
+    slack_webhook_url: str | None = Field(default=None, repr=False, exclude=True)
+    discord_webhook_url: str | None = Field(default=None, repr=False, exclude=True)
     devdb: DevDbSettings = Field(default_factory=DevDbSettings)
     # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
     dagster_home: str = ".bmc/dagster"
@@ -272,6 +299,9 @@ def load_settings(
                 raise ConfigError(f"{cfg_path}: {section!r} must be an object")
             sect[key] = env[var]
     data["backup_key"] = env.get("BMC_BACKUP_KEY") or None
+    data["smtp_password"] = env.get("BMC_SMTP_PASSWORD") or None
+    data["slack_webhook_url"] = env.get("BMC_SLACK_WEBHOOK_URL") or None
+    data["discord_webhook_url"] = env.get("BMC_DISCORD_WEBHOOK_URL") or None
     data["base_dir"] = str(cfg_path.resolve().parent) if cfg_path.exists() else str(Path.cwd())
     try:
         return Settings.model_validate(data)

@@ -11,7 +11,7 @@ from bmc_pipeline.jobs.restore import build_restore_jobs
 from bmc_pipeline.jobs.scan import build_scan_job
 from bmc_pipeline.resources import resources_from_settings
 from bmc_pipeline.schedules import schedules
-from bmc_pipeline.sensors import sensors
+from bmc_pipeline.sensors import build_sensors
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -19,7 +19,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=[*build_all_backup_assets(settings), build_retention_asset(settings)],
         jobs=[*backup_jobs, *build_restore_jobs(settings), build_scan_job(settings)],
         schedules=schedules,
-        sensors=sensors,
+        sensors=build_sensors(settings),
         resources=resources_from_settings(settings),
     )
 

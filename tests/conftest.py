@@ -58,7 +58,14 @@ def make_settings(tmp_path: Path, uri: str, database: str, key: Key, **env: str)
         "DAGSTER_HOME": str(tmp_path / "dagster"),
     }
     base.update(env)
-    return load_settings(env=base)
+    s = load_settings(env=base)
+    # every path a test may write to lives in its temporary directory, never in the repository
+    return s.model_copy(
+        update={
+            "alerts": s.alerts.model_copy(update={"log_file": str(tmp_path / "alerts.jsonl")}),
+            "scanner": s.scanner.model_copy(update={"output_dir": str(tmp_path / "reports")}),
+        }
+    )
 
 
 def write_config(settings: Settings, path: Path) -> Path:

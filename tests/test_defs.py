@@ -140,8 +140,9 @@ def test_failed_backup_run_fails_with_the_cause_and_publishes_nothing(
     from bmc_pipeline.engine.errors import BmcError
 
     # a port where nothing listens: the run fails after its retries, with the collection named
-    settings = make_settings(
-        tmp_path, f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300", "x", key
+    settings = make_settings(tmp_path, f"mongodb://127.0.0.1:{free_port()}/", "x", key)
+    settings = settings.model_copy(
+        update={"mongodb": settings.mongodb.model_copy(update={"server_selection_timeout_ms": 300})}
     )
     monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
     with pytest.raises(BmcError, match=r"backup of collection 'conversations' failed"):

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.alerts import (
+    Channel,
+    DiscordChannel,
+    LogFileChannel,
+    Notifier,
+    SlackChannel,
+    SmtpChannel,
+)
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.mongo import connect
@@ -37,6 +45,24 @@ class Deployment:
             level=s.compression.level,
             segment_size=s.encryption.segment_size,
         )
+
+    def notifier(self) -> Notifier:
+        """Every configured channel; the log file always, e-mail and webhooks when set up."""
+        s = self.settings
+        log = s.path(s.alerts.log_file)
+        channels: list[Channel] = [LogFileChannel(log)]
+        if s.alerts.email:
+            e = s.alerts.email
+            channels.append(
+                SmtpChannel(
+                    e.host, e.port, e.sender, e.recipients, e.security, e.username, s.smtp_password
+                )
+            )
+        if s.slack_webhook_url:
+            channels.append(SlackChannel(s.slack_webhook_url))
+        if s.discord_webhook_url:
+            channels.append(DiscordChannel(s.discord_webhook_url))
+        return Notifier(channels, failure_log=log)
 
     def database(self) -> Any:
         m = self.settings.mongodb
