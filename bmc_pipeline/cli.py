@@ -371,6 +371,27 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    import dagster as dg
+
+    from bmc_pipeline.engine.health import health_markdown, health_report
+    from bmc_pipeline.launch import backup_run_history, dagster_home
+
+    dagster_home(settings)
+    now = datetime.now(timezone.utc)
+    with dg.DagsterInstance.get() as instance:
+        runs = backup_run_history(instance, now - timedelta(days=30))
+    d = Deployment(settings)
+    h = health_report(settings, d.store(), d.keyring(), runs, now)
+    if args.json:
+        _print_json(h)
+    else:
+        print(health_markdown(h))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.demo import run_demo
 
@@ -482,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_rotate)
+
+    s = sub.add_parser("status", help="backup health: success rates, storage, restores, alerts")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
     s.add_argument("--conversations", type=int, default=10_000)

@@ -8,6 +8,7 @@ ones, with the same metadata and checks.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bmc_pipeline.assets.backups import PARTITIONS, backup_set_key, collection_k
 from bmc_pipeline.config import Settings
 from bmc_pipeline.definitions import build_definitions
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.health import RunRecord
 from bmc_pipeline.jobs import BACKUP_JOB_NAMES
 
 
@@ -41,6 +43,23 @@ def ensure_instance_config(home: Path) -> None:
     cfg = home / "dagster.yaml"
     if not cfg.exists() or not cfg.read_text().strip():
         cfg.write_text(INSTANCE_CONFIG)
+
+
+def backup_run_history(instance: dg.DagsterInstance, since: datetime) -> list[RunRecord]:
+    """Finished runs of the backup jobs since ``since``, from the Dagster instance."""
+    out = []
+    for job in BACKUP_JOB_NAMES.values():
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(
+                job_name=job,
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+                created_after=since,
+            )
+        )
+        for r in records:
+            success = r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            out.append(RunRecord(job, success, r.create_timestamp.astimezone(timezone.utc)))
+    return out
 
 
 def current_partition(backup_type: str) -> str:

@@ -1,5 +1,5 @@
 """Schedules: full backups daily at 02:00 UTC, incrementals every 6 hours (00, 06, 12, 18 UTC),
-retention daily at 03:00 UTC.
+retention daily at 03:00 UTC, the health dashboard hourly.
 
 They run as soon as the Dagster daemon runs (``DefaultScheduleStatus.RUNNING``): backups that wait
 for someone to switch them on are backups that do not happen.
@@ -39,4 +39,16 @@ retention_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-schedules = [full_backup_schedule, incremental_backup_schedule, retention_schedule]
+health_job = dg.define_asset_job(
+    "health_job",
+    selection=dg.AssetSelection.assets(dg.AssetKey(["backups", "health"])),
+    description="refresh the backup_health dashboard",
+)
+health_schedule = dg.ScheduleDefinition(
+    name="health_hourly",
+    job=health_job,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+schedules = [full_backup_schedule, incremental_backup_schedule, retention_schedule, health_schedule]

@@ -23,7 +23,7 @@ from tests.conftest import ROOT, make_settings, write_config
 PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files", "backup_set")
 EXPECTED_ASSET_KEYS = sorted(
     [f"backups/{t}/{name}" for t in ("full", "incremental") for name in PARTS]
-    + ["backups/retention"]
+    + ["backups/retention", "backups/health"]
 )
 
 
@@ -46,7 +46,7 @@ def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Set
         "scan_job",
     ):
         assert defs.resolve_job_def(name) is not None
-    for sched in ("full_backup_daily", "incremental_backup_6h", "retention_daily"):
+    for sched in ("full_backup_daily", "incremental_backup_6h", "retention_daily", "health_hourly"):
         assert defs.resolve_schedule_def(sched).default_status == dg.DefaultScheduleStatus.RUNNING
 
 

@@ -7,9 +7,12 @@ evaluated at any chosen time (tests do exactly that).
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert
@@ -97,3 +100,144 @@ def resolved(alert: Alert, now: datetime) -> Alert:
         text="The condition no longer holds.", collection=alert.collection,
         backup_id=alert.backup_id, at=now.isoformat(),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run of one of our jobs, as the health report needs it."""
+
+    job: str
+    success: bool
+    at: datetime
+
+
+def _dir_bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _alert_log(settings: Settings) -> list[dict[str, Any]]:
+    path = settings.path(settings.alerts.log_file)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("type") == "alert":
+            out.append(rec)
+    return out
+
+
+def health_report(
+    settings: Settings,
+    store: BackupStore,
+    keyring: KeyRing,
+    runs: list[RunRecord],
+    now: datetime,
+) -> dict[str, Any]:
+    """Backup success rates, storage and its trend, restores, and alerts, at ``now``."""
+    report: dict[str, Any] = {"at": now.isoformat()}
+    for days in (7, 30):
+        since = now - timedelta(days=days)
+        backups = [r for r in runs if r.job.endswith("backup_job") and r.at >= since]
+        ok = sum(1 for r in backups if r.success)
+        report[f"backup_runs_{days}d"] = len(backups)
+        report[f"backup_success_rate_{days}d"] = round(ok / len(backups), 3) if backups else None
+    stored: list[tuple[datetime, int]] = []
+    restores = []
+    for ref in store.refs():
+        try:
+            m = store.load_manifest(ref, keyring)
+        except BmcError:
+            continue
+        taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
+        size = sum(
+            c[part]["stored_bytes"]
+            for c in m.get("collections", {}).values()
+            for part in ("documents", "tombstones", "index")
+            if c.get(part)
+        )
+        stored.append((taken, size))
+        if ref.backup_type == "rollback":
+            restores.append(
+                {
+                    "rollback_id": ref.backup_id,
+                    "at": taken.isoformat(),
+                    "restore_of": m["backup_metadata"].get("restore_of"),
+                    "strategy": m["backup_metadata"].get("strategy"),
+                    "collections": sorted(m.get("collections", {})),
+                }
+            )
+    report["storage_bytes"] = _dir_bytes(store.root)
+    report["backups"] = sum(1 for r in store.refs() if r.backup_type != "rollback")
+    report["stored_last_7d_bytes"] = sum(n for t, n in stored if t >= now - timedelta(days=7))
+    report["stored_prev_7d_bytes"] = sum(
+        n for t, n in stored if now - timedelta(days=14) <= t < now - timedelta(days=7)
+    )
+    report["restores"] = list(reversed(restores))[:20]
+    report["restores_30d"] = sum(
+        1 for r in restores if r["at"] >= (now - timedelta(days=30)).isoformat()
+    )
+    timeline = _alert_log(settings)
+    state: dict[str, dict[str, Any]] = {}
+    for rec in timeline:
+        if rec["severity"] == "resolved":
+            state.pop(rec["key"], None)
+        elif not rec["key"].startswith("run:"):
+            state[rec["key"]] = rec
+    report["open_alerts"] = [{"key": k, "severity": v["severity"], "title": v["title"], "since": v["at"]}
+                             for k, v in sorted(state.items())]  # fmt: skip
+    report["alert_timeline"] = [{"at": r["at"], "severity": r["severity"], "title": r["title"]}
+                                for r in timeline[-20:]]  # fmt: skip
+    return report
+
+
+def health_markdown(h: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "no runs" if v is None else f"{100 * v:.0f} %"
+
+    lines = [
+        f"# Backup health at {h['at']}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| backup success rate, 7 days | {pct(h['backup_success_rate_7d'])} ({h['backup_runs_7d']} runs) |",
+        f"| backup success rate, 30 days | {pct(h['backup_success_rate_30d'])} ({h['backup_runs_30d']} runs) |",
+        f"| backups | {h['backups']} |",
+        f"| storage used | {h['storage_bytes'] / 1e6:.1f} MB |",
+        f"| written in the last 7 days / the 7 before | {h['stored_last_7d_bytes'] / 1e6:.1f} MB / {h['stored_prev_7d_bytes'] / 1e6:.1f} MB |",
+        f"| restores in 30 days | {h['restores_30d']} |",
+        f"| open alerts | {len(h['open_alerts'])} |",
+        "",
+    ]
+    if h["open_alerts"]:
+        lines += [
+            "## Open alerts",
+            "",
+            *[f"- **{a['severity']}** {a['title']} (since {a['since']})" for a in h["open_alerts"]],
+            "",
+        ]
+    if h["restores"]:
+        lines += [
+            "## Recent restores",
+            "",
+            "| rollback id | at | restored from | strategy |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['rollback_id']} | {r['at']} | {r['restore_of']} | {r['strategy']} |"
+            for r in h["restores"]
+        ]
+        lines.append("")
+    if h["alert_timeline"]:
+        lines += [
+            "## Alert timeline",
+            "",
+            *[f"- {a['at']} {a['severity']}: {a['title']}" for a in h["alert_timeline"]],
+            "",
+        ]
+    return "\n".join(lines)
