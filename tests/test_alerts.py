@@ -163,8 +163,9 @@ def _tick(
     log = settings.path(settings.alerts.log_file)
     before = len(log.read_text().splitlines()) if log.exists() else 0
     (sensor, _) = build_sensors(settings, clock=lambda: at)
-    ctx = dg.build_sensor_context(cursor=cursor)
-    sensor(ctx)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+        sensor(ctx)
     lines = log.read_text().splitlines()[before:] if log.exists() else []
     return ctx.cursor, [json.loads(x) for x in lines]
 

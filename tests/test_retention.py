@@ -74,14 +74,31 @@ def test_guards_keep_chains_fulls_of_every_collection_and_rollback_points() -> N
     assert reasons["Q1"] == ["newest full backup of quotes"]
 
 
-def test_two_years_with_gaps_never_orphan_a_kept_incremental() -> None:
+def _expected_days(days: list[Any], policy: RetentionPolicy) -> set[Any]:
+    """An independent oracle: the days each rule selects, by grouping the days with backups."""
+    newest_first = sorted(days, reverse=True)
+    chosen: set[Any] = set()
+    for n, bucket in (
+        (policy.daily, lambda d: d),
+        (policy.weekly, lambda d: d.isocalendar()[:2]),
+        (policy.monthly, lambda d: (d.year, d.month)),
+    ):
+        buckets: dict[Any, Any] = {}
+        for d in newest_first:
+            buckets.setdefault(bucket(d), d)  # the newest day of each bucket
+        chosen |= set(list(buckets.values())[:n])  # insertion order is newest first
+    return chosen
+
+
+def test_two_years_with_gaps_keep_exactly_the_selected_days_whole() -> None:
     points: list[Point] = []
-    day = datetime(2024, 11, 1, tzinfo=timezone.utc)
+    first = datetime(2024, 11, 1, 2, tzinfo=timezone.utc)
+    one_day = at("2026-01-02") - at("2026-01-01")
     last = None
     for n in range(730):
-        d = day.replace(hour=2) + (n * (at("2026-01-02") - at("2026-01-01")))
         if n % 17 in (3, 4):  # gaps: days with no backup at all
             continue
+        d = first + n * one_day
         fid = f"full-{n}"
         points.append(Point(fid, "full", d, frozenset(), frozenset({"c"})))
         last = fid
@@ -91,21 +108,15 @@ def test_two_years_with_gaps_never_orphan_a_kept_incremental() -> None:
                 Point(iid, "incremental", d.replace(hour=h), frozenset({last}), frozenset({"c"}))
             )
             last = iid
-    decisions = plan_retention(points, RetentionPolicy())
-    keep = kept(decisions)
+    policy = RetentionPolicy()
+    decisions = plan_retention(points, policy)
+    days = _expected_days(sorted({p.taken.date() for p in points}), policy)
+    # each kept day's newest backup is its 18:00 incremental, whose chain is the whole day
+    expected = {p.backup_id for p in points if p.taken.date() in days}
+    assert kept(decisions) == expected
+    assert len(days) < 30 + 12 + 12 and len(expected) == 4 * len(days)
     by_id = {p.backup_id: p for p in points}
-    for bid in keep:
-        assert by_id[bid].parents <= keep, f"{bid} kept without its parent"
-    days_kept = {by_id[b].taken.date() for b in keep}
-    backup_days = sorted({p.taken.date() for p in points}, reverse=True)
-    assert set(backup_days[:30]) <= days_kept  # the daily rule: the 30 newest days with backups
-    assert len(days_kept) <= 30 + 12 + 12
-    newest = backup_days[0]
-    oldest_allowed = newest.replace(day=1, year=newest.year - 1)  # 12 calendar months back
-    assert min(days_kept) >= oldest_allowed
-    # a kept day keeps its whole chain (full and the three incrementals)
-    for d in days_kept:
-        assert {p.backup_id for p in points if p.taken.date() == d} <= keep
+    assert all(by_id[b].parents <= expected for b in expected)  # no kept backup lost its parent
 
 
 def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_blobs(
