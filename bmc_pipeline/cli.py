@@ -85,10 +85,9 @@ def cmd_devdb(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from bmc_pipeline.engine.mongo import connect
     from bmc_pipeline.engine.sample_data import seed_database, write_files
 
-    db = connect(settings.mongodb.uri)[settings.mongodb.database]
+    db = Deployment(settings).database()
     counts = seed_database(db, args.conversations, args.seed)
     files = [] if args.no_files else write_files(settings.files_root, args.seed)
     if args.json:

@@ -18,7 +18,6 @@ from typing import Any
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError, DevServerError
-from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 
 
@@ -124,7 +123,7 @@ def run_demo(settings: Settings, *, conversations: int, config_path: str | None)
     _step("database")
     settings = _database(settings)
     settings = _key(settings)
-    db = connect(settings.mongodb.uri)[settings.mongodb.database]
+    db = Deployment(settings).database()
 
     _step(f"seeding {conversations} conversations and the chatbot's files")
     t0 = time.monotonic()
