@@ -25,30 +25,30 @@ incremental_backup_schedule = dg.build_schedule_from_partitioned_job(
     name="incremental_backup_6h",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-retention_job = dg.define_asset_job(
-    "retention_job",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["backups", "retention"])),
-    description="apply the retention policy",
-    tags={"bmc/operation": "retention"},
-)
+
+
+def _asset_schedule(
+    name: str, job_name: str, key: list[str], cron: str, tags: dict[str, str]
+) -> dg.ScheduleDefinition:
+    """A schedule that materializes one unpartitioned asset, running by default."""
+    job = dg.define_asset_job(
+        job_name, selection=dg.AssetSelection.assets(dg.AssetKey(key)), tags=tags
+    )
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+
+
 # an hour after the daily full, so that the day's new full is there before anything is deleted
-retention_schedule = dg.ScheduleDefinition(
-    name="retention_daily",
-    job=retention_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-health_job = dg.define_asset_job(
-    "health_job",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["backups", "health"])),
-    description="refresh the backup_health dashboard",
-)
-health_schedule = dg.ScheduleDefinition(
-    name="health_hourly",
-    job=health_job,
-    cron_schedule="0 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+retention_schedule = _asset_schedule(
+    "retention_daily", "retention_job", ["backups", "retention"], "0 3 * * *",
+    {"bmc/operation": "retention"},
+)  # fmt: skip
+health_schedule = _asset_schedule(
+    "health_hourly", "health_job", ["backups", "health"], "0 * * * *", {}
 )
 schedules = [full_backup_schedule, incremental_backup_schedule, retention_schedule, health_schedule]

@@ -68,6 +68,14 @@ def make_settings(tmp_path: Path, uri: str, database: str, key: Key, **env: str)
     )
 
 
+def unreachable(settings: Settings) -> Settings:
+    """The same settings pointed at a loopback port where no server listens (fails fast)."""
+    m = settings.mongodb.model_copy(
+        update={"uri": f"mongodb://127.0.0.1:{free_port()}/", "server_selection_timeout_ms": 300}
+    )
+    return settings.model_copy(update={"mongodb": m})
+
+
 def write_config(settings: Settings, path: Path) -> Path:
     """A configuration file equal to ``settings``: the command line reads files, tests build Settings."""
     path.write_text(settings.model_dump_json(), encoding="utf-8")

@@ -31,7 +31,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.sensors import build_sensors
-from tests.conftest import make_settings
+from tests.conftest import make_settings, unreachable
 
 ALERT = Alert(
     key="stale:conversations", severity="critical",
@@ -204,10 +204,7 @@ def test_a_failed_backup_run_produces_the_critical_alert(
 ) -> None:
     from bmc_pipeline.definitions import build_definitions
 
-    s = make_settings(tmp_path, f"mongodb://127.0.0.1:{free_port()}/", "x", key)
-    s = s.model_copy(
-        update={"mongodb": s.mongodb.model_copy(update={"server_selection_timeout_ms": 300})}
-    )
+    s = unreachable(make_settings(tmp_path, "mongomock://unused", "x", key))
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
     defs = build_definitions(s)
     with dg.instance_for_test() as instance:

@@ -17,7 +17,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.launch import run_backup
-from tests.conftest import ROOT, make_settings, write_config
+from tests.conftest import ROOT, make_settings, unreachable, write_config
 
 # Renaming an asset orphans its history in the Dagster instance: this list changes on purpose only.
 PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files", "backup_set")
@@ -136,14 +136,10 @@ def test_each_run_is_its_own_backup_point_even_for_the_same_partition(
 def test_failed_backup_run_fails_with_the_cause_and_publishes_nothing(
     tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bmc_pipeline.devdb import free_port
     from bmc_pipeline.engine.errors import BmcError
 
     # a port where nothing listens: the run fails after its retries, with the collection named
-    settings = make_settings(tmp_path, f"mongodb://127.0.0.1:{free_port()}/", "x", key)
-    settings = settings.model_copy(
-        update={"mongodb": settings.mongodb.model_copy(update={"server_selection_timeout_ms": 300})}
-    )
+    settings = unreachable(make_settings(tmp_path, "mongomock://unused", "x", key))
     monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
     with pytest.raises(BmcError, match=r"backup of collection 'conversations' failed"):
         run_backup(settings, "full", ["conversations"], include_files=False)

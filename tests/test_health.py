@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from bmc_pipeline.cli import main
-from bmc_pipeline.devdb import free_port
 from bmc_pipeline.engine.alerts import Alert, LogFileChannel
 from bmc_pipeline.engine.crypto import Key
 from bmc_pipeline.engine.deployment import Deployment
@@ -18,7 +17,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.restore import RestoreEngine
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.launch import run_backup
-from tests.conftest import make_settings, write_config
+from tests.conftest import make_settings, unreachable, write_config
 
 
 def test_status_reports_success_rate_restores_and_open_alerts(
@@ -29,10 +28,7 @@ def test_status_reports_success_rate_restores_and_open_alerts(
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 10, seed=4)
     ok = run_backup(s, "full", ["quotes"], include_files=False)
-    down = s.model_copy(
-        update={"mongodb": s.mongodb.model_copy(
-            update={"uri": f"mongodb://127.0.0.1:{free_port()}/", "server_selection_timeout_ms": 300})}
-    )  # fmt: skip
+    down = unreachable(s)
     with pytest.raises(BmcError):
         run_backup(down, "full", ["quotes"], include_files=False)
     d = Deployment(s)
