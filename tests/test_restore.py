@@ -315,6 +315,14 @@ def test_point_in_time_across_a_full_and_two_incrementals(seeded: Any, mongo_db:
     pit = datetime.fromisoformat(inc2.manifest["backup_metadata"]["timestamp"]) + timedelta(
         seconds=1
     )
+    # the id may name any backup of the chain, here its full: the time picks the second incremental
+    by_full = restore.restore(
+        report.chain[0],
+        "conversations",
+        target_collection="pit3",
+        filters=RestoreFilters(point_in_time=pit),
+    )
+    assert by_full.backup_id == inc2.backup_id and by_full.verified
     report = restore.restore(
         "latest",
         "conversations",

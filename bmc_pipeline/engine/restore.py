@@ -256,14 +256,13 @@ class RestoreEngine:
                 if collection in m.get("collections", {}) and taken <= point_in_time:
                     candidates.append((taken, ref, m))
             if backup_id != "latest":
-                # the id names the chain; the point in time picks the point within it
-                wanted = {p.ref.backup_id for p in self.chain(backup_id, collection)}
-                later = [
-                    c
-                    for c in candidates
-                    if c[1].backup_id in wanted or self._descends(c[2], collection, wanted)
-                ]
-                candidates = later or []
+                # The id names a chain; the point in time picks the point within it: the named
+                # backup's ancestors and every backup descending from them, however deep.
+                family = {p.ref.backup_id for p in self.chain(backup_id, collection)}
+                for _, ref_, m in sorted(candidates, key=lambda c: c[0]):
+                    if m["collections"][collection].get("parent") in family:
+                        family.add(ref_.backup_id)
+                candidates = [c for c in candidates if c[1].backup_id in family]
             if not candidates:
                 raise BackupNotFoundError(
                     f"no backup of collection {collection!r} at or before {point_in_time.isoformat()}"
@@ -294,10 +293,6 @@ class RestoreEngine:
                 ) from None
             manifest = self.store.load_manifest(ref, self.keyring)
         return list(reversed(points))
-
-    def _descends(self, manifest: dict[str, Any], collection: str, ids: set[str]) -> bool:
-        parent = manifest.get("collections", {}).get(collection, {}).get("parent")
-        return parent in ids
 
     def verify_chain(self, points: list[_Point]) -> None:
         """Authenticate every archive the restore will read, before anything is written."""
