@@ -184,3 +184,17 @@ def test_cli_restore_dry_run_restore_and_rollback_against_the_server(
     assert "not a date" in capsys.readouterr().err
     assert main(["--config", str(cfg), "rollback", bid]) == 1
     assert "not a rollback point" in capsys.readouterr().err
+
+
+def test_restore_latest_finds_the_newest_backup_holding_that_collection(
+    mock_setup: tuple[Settings, Any, str],
+) -> None:
+    s, db, bid = mock_setup  # a full of conversations only
+    from bmc_pipeline.engine.deployment import Deployment
+    from bmc_pipeline.engine.restore import RestoreEngine
+
+    d = Deployment(s)
+    BackupEngine(s, db, d.store(), d.keyring()).run("full", ["quotes"], include_files=False)
+    db["conversations"].drop()
+    report = RestoreEngine(s, db, d.store(), d.keyring()).restore("latest", "conversations")
+    assert report.backup_id == bid and report.verified and report.inserted == 30

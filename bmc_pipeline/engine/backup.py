@@ -196,17 +196,6 @@ class BackupEngine:
         self.log = log
         self.retry_backoff_s = retry_backoff_s
 
-    # -- parents ----------------------------------------------------------------------------
-    def latest_point(self, collection: str) -> tuple[BackupRef, dict[str, Any]] | None:
-        """The newest backup (full or incremental) that holds ``collection``: an incremental's parent."""
-        for ref in reversed(self.store.refs()):
-            if ref.backup_type == "rollback":
-                continue
-            manifest = self.store.load_manifest(ref, self.keyring)
-            if collection in manifest.get("collections", {}):
-                return ref, manifest
-        return None
-
     def load_index(self, ref: BackupRef, entry: dict[str, Any]) -> dict[bytes, bytes]:
         """The id -> document hash map of a collection at a backup point."""
         path = ref.manifest_path.parent / entry["index"]["file"]
@@ -324,7 +313,7 @@ class BackupEngine:
     def backup_collection(self, pending: PendingBackup, name: str, mode: str) -> CollectionBackup:
         """One collection into ``pending``, retried from scratch after a transient error."""
         check_collection_name(name)
-        parent = self.latest_point(name) if mode == "incremental" else None
+        parent = self.store.latest_with(name, self.keyring) if mode == "incremental" else None
 
         def attempt() -> CollectionBackup:
             pending.discard([f"{name}{part}{ARCHIVE_SUFFIX}" for part in PARTS])

@@ -268,6 +268,11 @@ class RestoreEngine:
                     f"no backup of collection {collection!r} at or before {point_in_time.isoformat()}"
                 )
             _, ref, manifest = max(candidates, key=lambda c: c[0])
+        elif backup_id == "latest":
+            found = self.store.latest_with(collection, self.keyring)
+            if found is None:
+                raise BackupNotFoundError(f"there is no backup of collection {collection!r} yet")
+            ref, manifest = found
         else:
             ref = self.store.resolve(backup_id)
             manifest = self.store.load_manifest(ref, self.keyring)

@@ -167,6 +167,18 @@ class BackupStore:
             )
         return ref
 
+    def latest_with(
+        self, collection: str, keyring: KeyRing
+    ) -> tuple[BackupRef, dict[str, Any]] | None:
+        """The newest backup (full or incremental, not rollback) that holds ``collection``."""
+        for ref in reversed(self.refs()):
+            if ref.backup_type == "rollback":
+                continue
+            manifest = self.load_manifest(ref, keyring)
+            if collection in manifest.get("collections", {}):
+                return ref, manifest
+        return None
+
     # -- manifests ------------------------------------------------------------------------
     def load_manifest(self, ref: BackupRef, keyring: KeyRing | None) -> dict[str, Any]:
         """Read a manifest; with a key ring, refuse one whose MAC does not verify."""
