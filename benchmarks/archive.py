@@ -14,8 +14,6 @@ import argparse
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -23,7 +21,7 @@ import bson
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from benchmarks.common import peak_rss_mib
+from benchmarks.common import in_child, peak_rss_mib
 from bmc_pipeline.engine.archive import ArchiveReader, ArchiveWriter
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.sample_data import generate
@@ -174,11 +172,7 @@ def main() -> None:
     )
 
     for times in (1, 10):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.archive", "--memory-child", str(args.mb), str(times)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        n, base, peak = out.stdout.split()
+        n, base, peak = in_child("benchmarks.archive", "--memory-child", str(args.mb), str(times))
         print(
             f"memory: {times * mb:6.0f} MB streamed ({n} documents): peak RSS {float(peak):.0f} MiB "
             f"({float(base):.0f} MiB with the sample loaded, before streaming)"

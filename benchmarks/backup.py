@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -26,6 +24,7 @@ from bson import ObjectId
 
 from benchmarks.common import (
     bench_settings,
+    in_child,
     load_conversations,
     peak_rss_mib,
     server_name,
@@ -115,11 +114,7 @@ def run(uri: str, n: int, tmp: Path) -> None:
     )
 
     for coll in ("conv_small", "conv_big"):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.backup", "--memory-child", uri, database, coll],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        count, base, peak = out.stdout.split()
+        count, base, peak = in_child("benchmarks.backup", "--memory-child", uri, database, coll)
         print(
             f"memory, full backup of {int(count):6d} documents: peak RSS {float(peak):.0f} MiB "
             f"({float(base):.0f} MiB before it started)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,3 +69,14 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
+
+
+def in_child(module: str, *args: str) -> list[str]:
+    """Run ``python -m <module> <args>`` (the benchmark's own child mode); its output's words.
+
+    Children measure what must not include the parent's state: peak memory above all.
+    """
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()

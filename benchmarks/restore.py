@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.common import (
     bench_settings,
+    in_child,
     load_conversations,
     peak_rss_mib,
     server_name,
@@ -68,12 +67,17 @@ def main() -> None:
 def run_child(
     uri: str, database: str, tmp: Path, key: bytes, bid: str, coll: str, target: str
 ) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.restore", "--child", uri, database, str(tmp / "backups"),
-         key.hex(), bid, coll, target],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return out.stdout.split()
+    return in_child(
+        "benchmarks.restore",
+        "--child",
+        uri,
+        database,
+        str(tmp / "backups"),
+        key.hex(),
+        bid,
+        coll,
+        target,
+    )
 
 
 def run(uri: str, n: int, big: int, tmp: Path) -> None:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import peak_rss_mib
+from benchmarks.common import in_child, peak_rss_mib
 from bmc_pipeline.engine.sample_data import generate
 from bmc_pipeline.engine.scanner import scan
 
@@ -58,11 +56,7 @@ def child(root: str, workers: int) -> None:
 
 
 def run_child(root: Path, workers: int) -> tuple[int, float, float]:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scanner", "--child", str(root), str(workers)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    n, el, peak = out.stdout.split()
+    n, el, peak = in_child("benchmarks.scanner", "--child", str(root), str(workers))
     return int(n), float(el), float(peak)
 
 
