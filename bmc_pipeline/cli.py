@@ -36,6 +36,14 @@ def _keyring(settings: Settings) -> KeyRing:
     return Deployment(settings).keyring()
 
 
+def _keyring_if_any(settings: Settings) -> KeyRing | None:
+    """The key ring, or None where none is configured (for commands that can do without)."""
+    try:
+        return _keyring(settings)
+    except BmcError:
+        return None
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -123,10 +131,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
-    try:
-        keyring: KeyRing | None = _keyring(settings)
-    except BmcError:
-        keyring = None  # listing works without a key; manifests are then not authenticated
+    keyring = _keyring_if_any(settings)  # without a key, manifests are listed unauthenticated
     refs = store.refs(backup_type=args.type, date_from=args.date_from, date_to=args.date_to)
     refs = list(reversed(refs))[: args.limit]
     rows = []
@@ -307,6 +312,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         samples=sc.samples,
         workers=sc.workers,
         date_fields=_date_fields(settings, "conversations"),
+        keyring=_keyring_if_any(settings),
         log=log,
     )
     out_dir = Path(args.output_dir) if args.output_dir else settings.path(sc.output_dir)
@@ -333,7 +339,7 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
         target_collection=args.target_collection,
         strategy=args.strategy or settings.restore.default_strategy,
         dry_run=args.dry_run,
-        legacy_documents=recoverable_documents(report_path),
+        legacy_documents=recoverable_documents(report_path, _keyring_if_any(settings)),
     ).as_dict()
     _print_restore_report(result, as_json=args.json)
     if result["dry_run"]:

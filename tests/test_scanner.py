@@ -206,3 +206,37 @@ def test_exports_written_with_default_str_are_read_back_faithfully(
     (doc,) = [bson.decode(d, codec_options=opts) for d in recoverable_documents(json_path)]
     assert doc["_id"] == new["_id"] and doc["created_at"] == T
     assert doc["messages"][0]["timestamp"] == T
+
+
+def test_our_own_backups_are_read_through_their_manifests_with_the_key(
+    tmp_path: Path, settings: Settings, mongo_db: Any, key: Any
+) -> None:
+    import bson
+
+    from bmc_pipeline.engine.backup import BackupEngine
+    from bmc_pipeline.engine.crypto import KeyRing
+    from bmc_pipeline.engine.scanner import recoverable_documents
+    from bmc_pipeline.engine.store import BackupStore
+
+    convs = [conv(x) for x in "RSTUV"]
+    mongo_db["conversations"].insert_many(convs)
+    root = tmp_path / "chatbot"
+    ring = KeyRing([key])
+    cfg = settings.collections["conversations"]
+    s = settings.model_copy(update={"collections": {"conversations": cfg}})
+    BackupEngine(s, mongo_db, BackupStore(root / "backups"), ring).run("full", include_files=False)
+    mongo_db["conversations"].delete_many({"session_id": {"$in": ["sess-S", "sess-V"]}})
+
+    def run(keyring: Any) -> Any:
+        return scan(root=root, directories=["backups"], patterns=settings.scanner.patterns,
+                    db=mongo_db, collections={}, workers=1, keyring=keyring)  # fmt: skip
+
+    without = run(None)
+    (fr,) = without.files
+    assert fr.shape == "bmc_pipeline backup" and "backup key" in (fr.error or "")
+    report = run(ring)
+    assert report.summary["conversations_found"] == 5
+    assert sorted(r["session_id"] for r in report.recoverable) == ["sess-S", "sess-V"]
+    json_path, _ = write_reports(report, tmp_path / "out")
+    docs = [bson.decode(d) for d in recoverable_documents(json_path, ring)]
+    assert sorted(d["session_id"] for d in docs) == ["sess-S", "sess-V"]

@@ -40,7 +40,10 @@ import bson.errors
 import zstandard
 from bson import json_util
 
+from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.store import BackupStore, backup_id_of_manifest
 
 CHUNK = 1 << 20
 REPORT_PLACEHOLDER = "<this report>.json"  # replaced by the real path when the report is written
@@ -359,8 +362,64 @@ def scan_file(
     return report, found
 
 
-def conversations_of(path: Path, date_fields: frozenset[str]) -> Iterator[dict[str, Any]]:
-    """The conversations of a file, normalized and numbered as ``scan_file`` does (for recovery)."""
+_BSON_DATES: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
+    tz_aware=True, datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO
+)
+
+
+def archive_conversations(
+    manifest: Path, keyring: KeyRing, collection: str = "conversations"
+) -> Iterator[dict[str, Any]]:
+    """Conversations stored in one of our backups, read through its (authenticated) manifest."""
+    bid = backup_id_of_manifest(manifest.name)
+    if bid is None:
+        raise BmcError(f"{manifest} is not a backup manifest")
+    store = BackupStore(manifest.parent.parent)
+    ref = store.ref(bid)
+    m = store.load_manifest(ref, keyring)
+    entry = m.get("collections", {}).get(collection)
+    if not entry or not entry.get("documents"):
+        return
+    with (manifest.parent / str(entry["documents"]["file"])).open("rb") as fh:
+        for raw in ArchiveReader(fh, keyring, name=f"backup {bid}").documents():
+            doc = bson.decode(raw, codec_options=_BSON_DATES)
+            if is_conversation(doc):
+                yield doc
+
+
+def scan_archive(path: Path, keyring: KeyRing | None) -> tuple[FileReport, list[Found]]:
+    """One of our backup manifests: the conversations of its archive (needs the key)."""
+    report = FileReport(path=str(path), size=path.stat().st_size, shape="bmc_pipeline backup")
+    found: list[Found] = []
+    if keyring is None:
+        report.error = "a bmc_pipeline backup: configure the backup key to look inside it"
+        return report, found
+    try:
+        for conv in archive_conversations(path, keyring):
+            found.append(
+                Found(
+                    conversation_key(conv),
+                    conv["session_id"],
+                    content_hash(conv),
+                    conversation_time(conv),
+                    str(path),
+                    len(found),
+                )
+            )
+    except (BmcError, OSError) as exc:
+        report.error = str(exc)
+        report.salvaged = bool(found)
+    report.conversations = len(found)
+    return report, found
+
+
+def conversations_of(
+    path: Path, date_fields: frozenset[str], keyring: KeyRing | None = None
+) -> Iterator[dict[str, Any]]:
+    """The conversations of a file, normalized and numbered as the scan did (for recovery)."""
+    if backup_id_of_manifest(path.name) is not None and keyring is not None:
+        yield from archive_conversations(path, keyring)
+        return
     report = FileReport(path=str(path), size=0)
     for value in _values(path, report):
         for conv in find_conversations(value):
@@ -511,9 +570,14 @@ def scan(
     samples: int = 3,
     workers: int = 2,
     date_fields: frozenset[str] = frozenset({"created_at", "updated_at"}),
+    keyring: KeyRing | None = None,
     log: Log = _quiet,
 ) -> ScanReport:
-    """Scan the filesystem under ``root`` (if given) and the database (if given)."""
+    """Scan the filesystem under ``root`` (if given) and the database (if given).
+
+    Our own backups met on the way (their manifests match ``backup*.json``) are read through
+    their manifests when ``keyring`` is given.
+    """
     report = ScanReport(
         generated_at=datetime.now(timezone.utc).isoformat(),
         root=str(root) if root else None,
@@ -523,6 +587,12 @@ def scan(
     found: list[Found] = []
     if root is not None:
         paths, report.problems = candidate_files(root, directories, patterns)
+        ours = [p for p in paths if backup_id_of_manifest(p.name) is not None]
+        paths = [p for p in paths if backup_id_of_manifest(p.name) is None]
+        for p in ours:
+            fr, fl = scan_archive(p, keyring)
+            report.files.append(fr)
+            found.extend(fl)
         log(f"scanning {len(paths)} files under {root} with {workers} worker(s)")
         results: Iterator[tuple[FileReport, list[Found]]]
         if workers > 1 and len(paths) > 1:
@@ -699,7 +769,7 @@ def write_reports(report: ScanReport, out_dir: Path) -> tuple[Path, Path]:
     return j, m
 
 
-def recoverable_documents(report_path: Path) -> Iterator[bytes]:
+def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> Iterator[bytes]:
     """The newest version of each recoverable conversation of a saved report, as BSON.
 
     A conversation without ``_id`` gets one derived from its session id, so recovering twice
@@ -714,7 +784,7 @@ def recoverable_documents(report_path: Path) -> Iterator[bytes]:
     for r in data.get("recoverable", []):
         wanted.setdefault(r["path"], {})[int(r["index"])] = r["hash"]
     for path, indexes in wanted.items():
-        for i, conv in enumerate(conversations_of(Path(path), date_fields)):
+        for i, conv in enumerate(conversations_of(Path(path), date_fields, keyring)):
             if i in indexes and content_hash(conv) == indexes[i]:
                 if "_id" not in conv:
                     digest = hashlib.sha256(("session_id:" + conv["session_id"]).encode()).digest()

@@ -60,6 +60,12 @@ def check_backup_id(backup_id: str) -> re.Match[str]:
     return m
 
 
+def backup_id_of_manifest(name: str) -> str | None:
+    """The backup id a manifest file name stands for, or None if it is not a manifest's name."""
+    m = _MANIFEST_NAME_RE.match(name)
+    return f"{m.group('ts')}-{m.group('type')}-{m.group('rand')}" if m else None
+
+
 def backup_time(backup_id: str) -> datetime:
     ts = check_backup_id(backup_id).group("ts")
     return datetime.strptime(ts, _TS_FORMAT).replace(tzinfo=timezone.utc)
@@ -131,9 +137,9 @@ class BackupStore:
             if not day_dir.is_dir() or day_dir.name.startswith("."):
                 continue
             for f in sorted(day_dir.iterdir()):
-                m = _MANIFEST_NAME_RE.match(f.name)
-                if m and f.is_file():
-                    yield self.ref(f"{m.group('ts')}-{m.group('type')}-{m.group('rand')}")
+                bid = backup_id_of_manifest(f.name)
+                if bid and f.is_file():
+                    yield self.ref(bid)
 
     def refs(
         self,

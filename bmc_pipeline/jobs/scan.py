@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import scan, write_reports
-from bmc_pipeline.resources import MongoResource
+from bmc_pipeline.resources import EncryptionResource, MongoResource
 
 
 class Source(str, Enum):
@@ -28,7 +28,10 @@ class ScanConfig(dg.Config):
 def build_scan_job(settings: Settings) -> dg.JobDefinition:
     @dg.op(tags={"bmc/operation": "scan"})
     def scan_op(
-        context: dg.OpExecutionContext, config: ScanConfig, mongo: MongoResource
+        context: dg.OpExecutionContext,
+        config: ScanConfig,
+        mongo: MongoResource,
+        encryption: EncryptionResource,
     ) -> dg.Output[dict[str, Any]]:
         sc = settings.scanner
         files = config.source in (Source.all, Source.filesystem)
@@ -42,6 +45,7 @@ def build_scan_job(settings: Settings) -> dg.JobDefinition:
             sensitive=set(sc.sensitive_fields),
             samples=sc.samples,
             workers=sc.workers,
+            keyring=encryption.keyring(),
             log=context.log.info,
         )
         out = Path(config.output_dir) if config.output_dir else settings.path(sc.output_dir)
