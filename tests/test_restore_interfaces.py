@@ -126,6 +126,10 @@ def test_cli_restore_dry_run_restore_and_rollback_against_the_server(
 ) -> None:
     seed_database(mongo_db, 25, seed=22)
     cfg = use_settings(monkeypatch, tmp_path, settings)
+
+    def cli(*args: str) -> int:
+        return main(["--config", str(cfg), *args])
+
     bid = (
         BackupEngine(
             settings,
@@ -139,50 +143,19 @@ def test_cli_restore_dry_run_restore_and_rollback_against_the_server(
     mongo_db["conversations"].delete_many(
         {"session_id": {"$in": ["sess-0022-0000001", "sess-0022-0000002"]}}
     )
-    assert (
-        main(
-            [
-                "--config",
-                str(cfg),
-                "restore",
-                bid,
-                "--collection",
-                "conversations",
-                "--dry-run",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert cli("restore", bid, "--collection", "conversations", "--dry-run", "--json") == 0
     dry = json.loads(capsys.readouterr().out)
     assert dry["inserted"] == 2 and dry["rollback_id"] is None
     assert mongo_db["conversations"].count_documents({}) == 23
-    assert (
-        main(["--config", str(cfg), "restore", "latest", "--collection", "conversations", "--json"])
-        == 0
-    )
+    assert cli("restore", "latest", "--collection", "conversations", "--json") == 0
     done = json.loads(capsys.readouterr().out)
     assert done["verified"] and mongo_db["conversations"].count_documents({}) == 25
-    assert main(["--config", str(cfg), "rollback", done["rollback_id"], "--json"]) == 0
+    assert cli("rollback", done["rollback_id"], "--json") == 0
     assert json.loads(capsys.readouterr().out)["verified"]
     assert mongo_db["conversations"].count_documents({}) == 23
-    assert (
-        main(
-            [
-                "--config",
-                str(cfg),
-                "restore",
-                bid,
-                "--collection",
-                "conversations",
-                "--date-from",
-                "soon",
-            ]
-        )
-        == 1
-    )
+    assert cli("restore", bid, "--collection", "conversations", "--date-from", "soon") == 1
     assert "not a date" in capsys.readouterr().err
-    assert main(["--config", str(cfg), "rollback", bid]) == 1
+    assert cli("rollback", bid) == 1
     assert "not a rollback point" in capsys.readouterr().err
 
 
