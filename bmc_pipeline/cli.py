@@ -109,9 +109,16 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.audit import current_user
     from bmc_pipeline.launch import run_backup
 
-    summary = run_backup(settings, args.type, args.collection, include_files=not args.no_files)
+    summary = run_backup(
+        settings,
+        args.type,
+        args.collection,
+        include_files=not args.no_files,
+        launched_by=f"cli:{current_user()}",
+    )
     if args.json:
         _print_json(summary)
     else:
@@ -134,30 +141,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     keyring = _keyring_if_any(settings)  # without a key, manifests are listed unauthenticated
     refs = store.refs(backup_type=args.type, date_from=args.date_from, date_to=args.date_to)
     refs = list(reversed(refs))[: args.limit]
-    rows = []
-    for ref in refs:
-        row: dict[str, Any] = {
-            "backup_id": ref.backup_id,
-            "type": ref.backup_type,
-            "timestamp": ref.timestamp.isoformat(),
-            "path": str(ref.manifest_path),
-        }
-        try:
-            m = store.load_manifest(ref, keyring)
-            row["collections"] = {
-                n: c["documents"]["documents"] for n, c in m.get("collections", {}).items()
-            }
-            row["files"] = len(m.get("filesystem", {}).get("files", {}))
-            row["size_bytes"] = sum(
-                c[p]["stored_bytes"]
-                for c in m.get("collections", {}).values()
-                for p in ("documents", "tombstones", "index")
-                if c.get(p)
-            )
-            row["authenticated"] = keyring is not None
-        except BmcError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
+    rows = [store.describe(ref, keyring) for ref in refs]
     if args.json:
         _print_json({"backups": rows, "count": len(rows)})
         return 0
@@ -241,7 +225,12 @@ def _print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    from bmc_pipeline.engine.restore import RestoreFilters, parse_time, resolve_source
+    from bmc_pipeline.engine.restore import (
+        RestoreFilters,
+        check_query,
+        parse_time,
+        resolve_source,
+    )
 
     filters = RestoreFilters(
         date_from=parse_time(args.date_from, "--date-from"),
@@ -249,6 +238,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         session_ids=args.session_id,
         point_in_time=parse_time(args.point_in_time, "--point-in-time"),
         drop_deleted=args.drop,
+        query=check_query(args.query) if args.query else None,
     )
     engine = _restore_engine(settings, quiet=args.json)
     backup_id, legacy = resolve_source(engine.store, args.backup_id, args.collection)
@@ -281,37 +271,22 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result["verified"] else 8
 
 
-def _date_fields(settings: Settings, collection: str) -> frozenset[str]:
-    """Fields a collection stores as dates: its timestamp field and required ``date`` fields."""
-    c = settings.collection(collection)
-    fields = {n for n, t in c.required_fields.items() if t == "date"}
-    return frozenset(fields | ({c.timestamp_field} if c.timestamp_field else set()))
-
-
 def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
-    from bmc_pipeline.engine.scanner import scan, write_reports
+    from bmc_pipeline.engine.scanner import scan_settings, write_reports
 
     sc = settings.scanner
-    root = Path(args.root) if args.root else settings.files_root
-    if args.source in ("filesystem", "all") and not root.is_dir():
-        raise BmcError(f"{root} is not a directory; give the directory to scan with --root")
-    names = [args.collection] if args.collection else list(settings.collections)
     db = Deployment(settings).database() if args.source in ("mongodb", "all") else None
 
     def log(msg: str) -> None:
         if not args.json:
             print(f"... {msg}", file=sys.stderr, flush=True)
 
-    report = scan(
-        root=root if args.source in ("filesystem", "all") else None,
-        directories=sc.directories,
-        patterns=sc.patterns,
+    report = scan_settings(
+        settings,
+        source=args.source,
+        collection=args.collection,
+        root=Path(args.root) if args.root else None,
         db=db,
-        collections={n: settings.collection(n).timestamp_field for n in names},
-        sensitive=set(sc.sensitive_fields),
-        samples=sc.samples,
-        workers=sc.workers,
-        date_fields=_date_fields(settings, "conversations"),
         keyring=_keyring_if_any(settings),
         log=log,
     )
@@ -403,6 +378,91 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, conversations=args.conversations, config_path=args.config)
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.api.serve import build_server
+
+    server, url = build_server(
+        settings,
+        host=args.host,
+        port=args.port,
+        cert=args.cert,
+        key=args.key,
+        allow_plain_http=args.allow_plain_http,
+    )
+    print(f"recovery API on {url}/api/recovery (OpenAPI at {url}/api/docs); Ctrl-C stops it")
+    server.run()
+    return 0
+
+
+def cmd_api_token(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.api.tokens import TokenStore
+
+    store = TokenStore.for_settings(settings)
+    if args.action == "create":
+        if not args.name:
+            raise BmcError("give the token a name with --name (the audit log records it)")
+        secret, token = store.create(args.name, args.role)
+        if args.json:
+            _print_json({"name": token.name, "role": token.role, "token": secret})
+        else:
+            print(f"token {token.name} ({token.role}) added to {store.path}")
+            print("the token (shown only now; the file keeps its hash):")
+            print(secret)
+            if args.print_hash:
+                print(f"for BMC_API_TOKENS: {token.name}:{token.role}:{token.sha256}")
+    elif args.action == "list":
+        rows = [
+            {"name": t.name, "role": t.role, "created": t.created, "source": t.source}
+            for t in store.tokens()
+        ]
+        if args.json:
+            _print_json({"tokens": rows})
+        for r in [] if args.json else rows:
+            print(f"{r['name']:<24} {r['role']:<7} {r['source']:<5} {r['created']}")
+    else:
+        if not args.name:
+            raise BmcError("name the token to revoke with --name")
+        if not store.revoke(args.name):
+            raise BmcError(f"no token named {args.name!r} in {store.path} ('api-token list')")
+        print(f"token {args.name} revoked")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.audit import audit_log_for
+
+    result = audit_log_for(settings).verify()
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        if result.ok:
+            print(f"{result.path}: {result.lines} line(s), chain intact")
+        else:
+            print(f"{result.path}: TAMPERED at line {result.line}: {result.message}")
+        print(
+            f"  MACs verified: {result.macs_verified}, lines without a MAC: {result.unkeyed}, "
+            f"MACs under keys not configured here: {result.unverifiable_macs}"
+        )
+        for w in result.warnings:
+            print(f"  warning: {w}")
+    return 0 if result.ok else 5
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.doctor import run_doctor
+
+    report = run_doctor(settings)
+    if args.json:
+        _print_json(report)
+    else:
+        for c in report["checks"]:
+            print(f"{c['status'].upper():<4} {c['name']}: {c['message']}")
+            if c["fix"] and c["status"] != "ok":
+                print(f"     fix: {c['fix']}")
+        print("all checks passed" if report["ok"] else "some checks FAILED")
+    return 0 if report["ok"] else 1
+
+
 # -- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -471,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
     s.add_argument("--session-id", action="append", help="only this session (repeatable)")
+    s.add_argument(
+        "--query",
+        help='only documents matching this MongoDB query (JSON), e.g. \'{"status": "open"}\'; '
+        "comparison, set and logical operators only (docs/RESTORE.md)",
+    )
     s.add_argument("--date-from", help="only documents whose timestamp field is at or after this")
     s.add_argument("--date-to", help="only documents whose timestamp field is at or before this")
     s.add_argument(
@@ -513,17 +578,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
 
+    s = sub.add_parser("api", help="serve the recovery HTTP API (HTTPS; docs/API.md)")
+    s.add_argument("action", choices=["serve"])
+    s.add_argument("--host", help="address to listen on (default api.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default api.port, 8443)")
+    s.add_argument("--cert", help="TLS certificate (PEM); default api.tls_cert")
+    s.add_argument("--key", help="TLS private key (PEM, mode 0600); default api.tls_key")
+    s.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="serve HTTP on a non-loopback address (only behind a TLS-terminating proxy)",
+    )
+    s.set_defaults(fn=cmd_api)
+
+    s = sub.add_parser("api-token", help="create, list or revoke API bearer tokens")
+    s.add_argument("action", choices=["create", "list", "revoke"])
+    s.add_argument("--name", help="who the token is for (recorded in the audit log)")
+    s.add_argument("--role", choices=["admin", "viewer"], default="admin")
+    s.add_argument("--print-hash", action="store_true", help="also print the BMC_API_TOKENS entry")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_api_token)
+
+    s = sub.add_parser("audit", help="verify the audit log's hash chain")
+    s.add_argument("action", choices=["verify"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("doctor", help="check key, permissions, space, MongoDB, Dagster, API")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_doctor)
+
     s = sub.add_parser("demo", help="seed sample data, back up, change, back up again, validate")
     s.add_argument("--conversations", type=int, default=10_000)
     s.set_defaults(fn=cmd_demo)
     return p
 
 
+def _audited(args: argparse.Namespace, settings: Settings) -> Any:
+    """The audit-log context for one command: the OS user, the command and its options."""
+    from bmc_pipeline.engine.audit import audit_log_for, current_user
+
+    params = {k: v for k, v in vars(args).items() if k not in ("fn", "command", "config")}
+    action = args.command + (f" {args.action}" if isinstance(params.get("action"), str) else "")
+    params.pop("action", None)
+    return audit_log_for(settings).operation(
+        actor=current_user(), via="cli", action=action, params=params
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        code: int = args.fn(args, settings)
+        if args.command == "audit":  # reading the log must not add to it
+            code: int = args.fn(args, settings)
+            return code
+        with _audited(args, settings) as info:
+            code = args.fn(args, settings)
+            if code:
+                info["outcome"] = f"exit {code}"
         return code
     except BmcError as exc:
         print(f"bmc-backup: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bmc_pipeline.engine.errors import ConfigError
@@ -174,6 +175,36 @@ class DevDbSettings(_Strict):
     tools_dir: str = ".tools"
 
 
+class ApiSettings(_Strict):
+    """The recovery HTTP API (``bmc-backup api serve``): listener, TLS, tokens, limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tokens_file: str = ".bmc/api_tokens.json"
+    # per token and per client address, in the notation of the ``limits`` library
+    rate_limit_get: str = "10/15 minutes"
+    rate_limit_post: str = "5/15 minutes"
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    hsts_max_age: int = Field(default=31_536_000, ge=0)
+
+    @field_validator("rate_limit_get", "rate_limit_post")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        try:
+            limits.parse(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a rate like '10/15 minutes' or '5 per hour'") from None
+        return v
+
+
+class AuditSettings(_Strict):
+    """The hash-chained audit log of every operation (API, command line, Dagster jobs)."""
+
+    path: str = ".bmc/audit.log"
+
+
 class Settings(_Strict):
     """Everything the project can be told, parsed from ``backup_config.json``."""
 
@@ -192,6 +223,10 @@ class Settings(_Strict):
     slack_webhook_url: str | None = Field(default=None, repr=False, exclude=True)
     discord_webhook_url: str | None = Field(default=None, repr=False, exclude=True)
     devdb: DevDbSettings = Field(default_factory=DevDbSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    # Extra API token hashes from the environment (BMC_API_TOKENS), beside the tokens file.
+    api_tokens_env: str | None = Field(default=None, repr=False, exclude=True)
     # Dagster's instance directory for runs launched by the command line ($DAGSTER_HOME wins).
     dagster_home: str = ".bmc/dagster"
     # Key material from the environment; kept out of repr so it never reaches a log.
@@ -299,6 +334,7 @@ def load_settings(
                 raise ConfigError(f"{cfg_path}: {section!r} must be an object")
             sect[key] = env[var]
     data["backup_key"] = env.get("BMC_BACKUP_KEY") or None
+    data["api_tokens_env"] = env.get("BMC_API_TOKENS") or None
     data["smtp_password"] = env.get("BMC_SMTP_PASSWORD") or None
     data["slack_webhook_url"] = env.get("BMC_SLACK_WEBHOOK_URL") or None
     data["discord_webhook_url"] = env.get("BMC_DISCORD_WEBHOOK_URL") or None

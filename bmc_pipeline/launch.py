@@ -17,6 +17,7 @@ import dagster as dg
 from bmc_pipeline.assets.backups import PARTITIONS, backup_set_key, collection_key, files_key
 from bmc_pipeline.config import Settings
 from bmc_pipeline.definitions import build_definitions
+from bmc_pipeline.engine import errors as engine_errors
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.health import RunRecord
 from bmc_pipeline.jobs import BACKUP_JOB_NAMES
@@ -70,15 +71,69 @@ def current_partition(backup_type: str) -> str:
     return key
 
 
-def _step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
+def _step_errors(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(exception class name, message) of every failed step, innermost cause first."""
     out = []
     for ev in result.all_events:
         if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
             err = ev.step_failure_data.error
             while err.cause is not None and "Error occurred while executing" in err.message:
                 err = err.cause
-            out.append(err.message.strip())
+            out.append((err.cls_name or "", err.message.strip()))
     return out
+
+
+def _without_class(cls_name: str, message: str) -> str:
+    """``pkg.module.SomeError: text`` -> ``text`` (the class is known from the error raised)."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and cls_name and head.split(".")[-1] == cls_name else message
+
+
+def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
+    """Raise the engine error a failed run's step raised, so callers can tell kinds apart.
+
+    The run crosses Dagster's process boundary as text; the class name tells which of our
+    errors it was (a missing backup is not a corrupt one), and its message is kept whole.
+    """
+    errors = _step_errors(result)
+    if not errors:
+        raise BmcError(f"{what} failed (run {result.run_id}); see its logs in the Dagster UI")
+    cls_name, _ = errors[0]
+    cls = getattr(engine_errors, cls_name, None)
+    if cls_name == "Failure":
+        cls = engine_errors.RunFailedError
+    if not (isinstance(cls, type) and issubclass(cls, BmcError)):
+        cls = BmcError
+    text = "; ".join(_without_class(c, m) for c, m in errors)
+    raise cls(f"{what} failed (run {result.run_id}): {text}")
+
+
+def run_op_job(
+    settings: Settings,
+    job_name: str,
+    op_name: str,
+    op_config: dict[str, Any],
+    *,
+    launched_by: str,
+) -> dict[str, Any]:
+    """Run a one-op job (restore, rollback, scan) in this process; returns the op's output."""
+    dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def(job_name)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={
+                "ops": {op_name: {"config": op_config}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            tags={"bmc/launched_by": launched_by},
+        )
+    if not result.success:
+        _raise_run_failure(job_name.replace("_job", ""), result)
+    output = result.output_for_node(op_name)
+    assert isinstance(output, dict)
+    return {**output, "run_id": result.run_id}
 
 
 def run_backup(
@@ -88,6 +143,7 @@ def run_backup(
     *,
     include_files: bool = True,
     partition_key: str | None = None,
+    launched_by: str = "cli",
 ) -> dict[str, Any]:
     """Run the full or incremental backup job; returns the backup's summary."""
     if backup_type not in BACKUP_JOB_NAMES:
@@ -112,11 +168,10 @@ def run_backup(
             asset_selection=selection,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={"bmc/launched_by": "cli"},
+            tags={"bmc/launched_by": launched_by},
         )
     if not result.success:
-        errors = _step_errors(result) or ["the Dagster run failed; see its logs in the UI"]
-        raise BmcError(f"{backup_type} backup failed (run {result.run_id}): " + "; ".join(errors))
+        _raise_run_failure(f"{backup_type} backup", result)
     for mat in result.asset_materializations_for_node(f"{backup_type}_backup"):
         if mat.asset_key == backup_set_key(backup_type):
             summary = mat.metadata["summary"].value

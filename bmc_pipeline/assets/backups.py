@@ -21,6 +21,7 @@ from bmc_pipeline.engine.backup import BackupEngine, BackupResult
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.validate import validate_backup
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
+from bmc_pipeline.run_audit import audited_run
 
 GROUP = "mongo_backups"
 PARTITIONS_START = "2026-01-01"
@@ -148,22 +149,27 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
         engine = BackupEngine(
             settings, mongo.database_handle(), store, keyring, log=context.log.info
         )
-        result = engine.run(
-            backup_type,
-            names,
-            include_files=include_files,
-            extra_metadata={
-                "partition": context.partition_key,
-                "dagster_run_id": context.run.run_id,
-            },
-        )
-        blobs = BlobStore(
-            store,
-            keyring,
-            level=settings.compression.level,
-            segment_size=settings.encryption.segment_size,
-        )
-        report = validate_backup(store, result.ref, keyring, blobs=blobs)
+        params = {"collections": names, "files": include_files, "partition": context.partition_key}
+        with audited_run(context, settings, keyring, f"{backup_type} backup", params) as info:
+            result = engine.run(
+                backup_type,
+                names,
+                include_files=include_files,
+                extra_metadata={
+                    "partition": context.partition_key,
+                    "dagster_run_id": context.run.run_id,
+                },
+            )
+            blobs = BlobStore(
+                store,
+                keyring,
+                level=settings.compression.level,
+                segment_size=settings.encryption.segment_size,
+            )
+            report = validate_backup(store, result.ref, keyring, blobs=blobs)
+            info["extra"] = {"backup_id": result.backup_id, "valid": report.ok}
+            if not report.ok:
+                info["outcome"] = "invalid"
         failed = {c.file for c in report.checks if not c.ok}
 
         for name in names:

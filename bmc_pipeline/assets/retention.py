@@ -5,6 +5,7 @@ import dagster as dg
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.retention import RetentionPolicy, rotate
 from bmc_pipeline.resources import EncryptionResource, StorageResource
+from bmc_pipeline.run_audit import audited_run
 
 RETENTION_KEY = dg.AssetKey(["backups", "retention"])
 
@@ -25,14 +26,17 @@ def build_retention_asset(settings: Settings) -> dg.AssetsDefinition:
     def retention(
         context: dg.AssetExecutionContext, encryption: EncryptionResource, storage: StorageResource
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        result = rotate(
-            storage.store(),
-            encryption.keyring(),
-            RetentionPolicy(daily=r.daily, weekly=r.weekly, monthly=r.monthly),
-            dry_run=False,
-            grace_s=r.blob_grace_hours * 3600,
-            log=context.log.info,
-        )
+        keyring = encryption.keyring()
+        with audited_run(context, settings, keyring, "retention", {}) as info:
+            result = rotate(
+                storage.store(),
+                keyring,
+                RetentionPolicy(daily=r.daily, weekly=r.weekly, monthly=r.monthly),
+                dry_run=False,
+                grace_s=r.blob_grace_hours * 3600,
+                log=context.log.info,
+            )
+            info["extra"] = {"deleted": result.deleted, "blobs_deleted": result.blobs_deleted}
         for u in result.unreadable:
             context.log.warning(f"left alone, manifest unreadable: {u}")
         return dg.MaterializeResult(

@@ -40,6 +40,7 @@ _ARCHIVE_INFO = b"bmc-pipeline archive v1"
 _MANIFEST_INFO = b"bmc-pipeline manifest v1"
 _KEY_ID_DOMAIN = b"bmc-pipeline key id v1\x00"
 _BLOB_INFO = b"bmc-pipeline blob id v1"
+_AUDIT_INFO = b"bmc-pipeline audit log v1"
 
 HOW_TO_CREATE_KEY = (
     "create one with 'bmc-backup keygen --out backup.key' and set BMC_BACKUP_KEY_FILE=backup.key "
@@ -254,6 +255,12 @@ def manifest_mac(key: Key, payload: bytes) -> str:
 def blob_mac_key(key: Key) -> bytes:
     """Key for naming file blobs by content without revealing a plain content hash."""
     return _hkdf(key.material, None, _BLOB_INFO, 32)
+
+
+def audit_mac(key: Key, payload: bytes) -> str:
+    """HMAC-SHA256 of an audit line's hash, with a key derived only for the audit log."""
+    mac_key = _hkdf(key.material, None, _AUDIT_INFO, 32)
+    return hmac.new(mac_key, payload, hashlib.sha256).hexdigest()
 
 
 def constant_time_equal(a: str, b: str) -> bool:

@@ -57,3 +57,15 @@ class DevServerError(BmcError):
     """The embedded MongoDB-compatible server could not be installed or started."""
 
     exit_code = 7
+
+
+class GuardedError(BmcError):
+    """An operation that a safety guard forbids, such as deleting a backup others depend on."""
+
+    exit_code = 9
+
+
+class RunFailedError(BmcError):
+    """A Dagster run failed on purpose (``dagster.Failure``), e.g. a restore that did not verify."""
+
+    exit_code = 8

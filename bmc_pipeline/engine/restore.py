@@ -29,7 +29,9 @@ from typing import Any
 
 import bson
 from bson import json_util
+from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+from mongomock.filtering import filter_applies
 from pymongo import ReplaceOne
 
 from bmc_pipeline.config import Settings, check_collection_name, load_settings
@@ -73,10 +75,17 @@ class RestoreFilters:
     session_ids: list[str] | None = None
     point_in_time: datetime | None = None
     drop_deleted: bool = False  # like mongorestore --drop, but only for ids the chain deleted
+    # A MongoDB query over the backed-up documents, with whitelisted operators only
+    # (see check_query); evaluated here, in Python, never sent to the server.
+    query: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.query is not None:
+            self.query = check_query(self.query)
 
     @property
     def selective(self) -> bool:
-        return bool(self.date_from or self.date_to or self.session_ids)
+        return bool(self.date_from or self.date_to or self.session_ids or self.query)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RestoreFilters:
@@ -84,6 +93,7 @@ class RestoreFilters:
         d = dict(d or {})
         dr = d.pop("date_range", None) or {}
         allowed = {
+            "query",
             "session_ids",
             "point_in_time",
             "drop_deleted",
@@ -95,7 +105,7 @@ class RestoreFilters:
         if unknown:
             raise BmcError(
                 f"unknown restore filter(s) {', '.join(sorted(unknown))}: use date_range, "
-                "session_ids, point_in_time, drop_deleted or collection"
+                "session_ids, query, point_in_time, drop_deleted or collection"
             )
         sids = d.get("session_ids")
         if sids is not None and (
@@ -108,7 +118,73 @@ class RestoreFilters:
             session_ids=sids,
             point_in_time=parse_time(d.get("point_in_time"), "point_in_time"),
             drop_deleted=bool(d.get("drop_deleted", False)),
+            query=d.get("query"),
         )
+
+
+# Query operators a restore filter may use: comparisons, sets, logic and element tests. Nothing
+# that runs code ($where, $function, $accumulator) or reaches outside the document ($expr, $jsonSchema
+# with its own semantics, $text, $near...) is accepted.
+QUERY_OPERATORS = frozenset(
+    {
+        "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
+        "$and", "$or", "$nor", "$not", "$exists", "$type", "$size", "$all", "$elemMatch",
+        "$regex", "$options",
+    }
+)  # fmt: skip
+_MAX_QUERY_DEPTH = 12
+
+
+def check_query(query: Any) -> dict[str, Any]:
+    """A restore filter query, with Extended JSON values decoded, or a clear refusal.
+
+    Values may be written as Extended JSON (``{"$date": "2026-11-01T00:00:00Z"}``,
+    ``{"$oid": "..."}``); every other ``$`` key must be a whitelisted operator.
+    """
+    if isinstance(query, str):
+        text = query
+    else:
+        try:
+            text = json.dumps(query)
+        except (TypeError, ValueError):
+            raise BmcError("filters.query must be a JSON object (a MongoDB query)") from None
+    try:
+        decoded = json_util.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise BmcError(f"filters.query is not valid (Extended) JSON: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise BmcError("filters.query must be a JSON object (a MongoDB query)")
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > _MAX_QUERY_DEPTH:
+            raise BmcError(f"filters.query is nested deeper than {_MAX_QUERY_DEPTH} levels")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise BmcError("filters.query keys must be strings")
+                if k.startswith("$") and k not in QUERY_OPERATORS:
+                    raise BmcError(
+                        f"filters.query uses operator {k!r}, which a restore filter does not "
+                        f"accept; allowed: {', '.join(sorted(QUERY_OPERATORS))}"
+                    )
+                walk(v, depth + 1)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, depth + 1)
+
+    walk(decoded, 0)
+    return decoded
+
+
+_TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+
+
+def _matches(query: dict[str, Any], raw: bytes) -> bool:
+    """Whether a backed-up document matches a (checked) restore query."""
+    try:
+        return bool(filter_applies(query, bson.decode(raw, codec_options=_TZ_AWARE)))  # type: ignore[no-untyped-call]
+    except (NotImplementedError, TypeError, ValueError) as exc:
+        raise BmcError(f"filters.query cannot be evaluated: {exc}") from None
 
 
 def parse_time(value: Any, what: str) -> datetime | None:
@@ -450,6 +526,8 @@ class RestoreEngine:
     def _accept(self, raw: bytes, filters: RestoreFilters, ts_field: str | None) -> bool:
         if not filters.selective:
             return True
+        if filters.query is not None and not _matches(filters.query, raw):
+            return False
         fields = top_level(raw)
         if filters.session_ids is not None:
             t, v = fields.get("session_id", (0, b""))

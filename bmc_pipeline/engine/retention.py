@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.engine.crypto import KeyRing
-from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.errors import BmcError, GuardedError
 from bmc_pipeline.engine.files import BLOB_DIR
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
@@ -209,3 +209,42 @@ def rotate(
         unreadable=unreadable,
         dry_run=dry_run,
     )
+
+
+def deletion_guards(store: BackupStore, keyring: KeyRing, backup_id: str) -> list[str]:
+    """Why ``backup_id`` must not be deleted by hand; empty when it may be.
+
+    The same guards as rotation, without the daily/weekly/monthly rules (the person asking has
+    decided about those): the newest full backup of a collection, a rollback point, and any
+    backup another backup's chain needs. A store with a manifest that cannot be authenticated
+    refuses too, since that backup might depend on this one.
+    """
+    points, unreadable = points_of(store, keyring)
+    by_id = {p.backup_id: p for p in points}
+    if backup_id not in by_id:
+        store.resolve(backup_id)  # raises "not found" for a backup that is not there
+        return [f"its manifest cannot be authenticated ({'; '.join(unreadable)})"]
+    reasons = []
+    for d in plan_retention(points, RetentionPolicy(daily=0, weekly=0, monthly=0)):
+        if d.backup_id == backup_id and d.keep:
+            reasons += [r for r in d.reasons if not r.startswith("needed by")]
+    reasons += [f"needed by {p.backup_id}" for p in points if backup_id in p.parents]
+    if unreadable:
+        reasons.append(
+            f"{len(unreadable)} other manifest(s) cannot be authenticated, so whether they need "
+            "it is unknown"
+        )
+    return reasons
+
+
+def delete_backup(store: BackupStore, keyring: KeyRing, backup_id: str) -> dict[str, Any]:
+    """Delete one backup unless a guard forbids it (then :class:`GuardedError`, nothing done)."""
+    ref = store.resolve(backup_id)
+    reasons = deletion_guards(store, keyring, ref.backup_id)
+    if reasons:
+        raise GuardedError(
+            f"backup {ref.backup_id} is not deleted: {'; '.join(reasons)}. Retention "
+            "('bmc-backup rotate') removes it once nothing needs it"
+        )
+    store.delete(ref)
+    return {"backup_id": ref.backup_id, "deleted": True}

@@ -40,6 +40,7 @@ import bson.errors
 import zstandard
 from bson import json_util
 
+from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
@@ -793,3 +794,48 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
 
 
 __all__ = ["ScanReport", "markdown", "recoverable_documents", "scan", "write_reports"]
+
+
+SOURCES = ("all", "mongodb", "filesystem")
+
+
+def scan_settings(
+    settings: Settings,
+    *,
+    source: str = "all",
+    collection: str | None = None,
+    root: Path | None = None,
+    db: Any | None = None,
+    keyring: KeyRing | None = None,
+    log: Log = _quiet,
+) -> ScanReport:
+    """A scan as configured in ``backup_config.json``; the command line, Dagster and the API share it.
+
+    ``db`` is the database handle for the MongoDB part (required unless ``source`` is
+    ``filesystem``); ``root`` defaults to ``files.root``.
+    """
+    if source not in SOURCES:
+        raise BmcError(f"unknown scan source {source!r}: use {', '.join(SOURCES)}")
+    sc = settings.scanner
+    files = source in ("filesystem", "all")
+    root = root or settings.files_root
+    if files and not root.is_dir():
+        raise BmcError(f"{root} is not a directory; give the directory to scan (--root)")
+    names = [collection] if collection else list(settings.collections)
+    conv = settings.collection("conversations")
+    date_fields = {n for n, t in conv.required_fields.items() if t == "date"}
+    if conv.timestamp_field:
+        date_fields.add(conv.timestamp_field)
+    return scan(
+        root=root if files else None,
+        directories=sc.directories,
+        patterns=sc.patterns,
+        db=db if source in ("mongodb", "all") else None,
+        collections={n: settings.collection(n).timestamp_field for n in names},
+        sensitive=set(sc.sensitive_fields),
+        samples=sc.samples,
+        workers=sc.workers,
+        date_fields=frozenset(date_fields),
+        keyring=keyring,
+        log=log,
+    )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bmc_pipeline.engine.crypto import KeyRing, constant_time_equal, manifest_mac
-from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError
+from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
 
 MANIFEST_VERSION = "1.0.0"
 BACKUP_TYPES = ("full", "incremental", "rollback")
@@ -157,6 +157,34 @@ class BackupStore:
                 continue
             out.append(r)
         return sorted(out, key=lambda r: r.backup_id)
+
+    def describe(self, ref: BackupRef, keyring: KeyRing | None) -> dict[str, Any]:
+        """A backup's row in a listing: id, type, time, path, documents per collection, size.
+
+        Without a key the manifest is read unauthenticated (``authenticated`` says which); a
+        manifest that cannot be read gives a row with ``error`` instead of stopping the listing.
+        """
+        row: dict[str, Any] = {
+            "backup_id": ref.backup_id,
+            "type": ref.backup_type,
+            "timestamp": ref.timestamp.isoformat(),
+            "path": str(ref.manifest_path),
+        }
+        try:
+            m = self.load_manifest(ref, keyring)
+            colls = m.get("collections", {})
+            row["collections"] = {n: c["documents"]["documents"] for n, c in colls.items()}
+            row["files"] = len(m.get("filesystem", {}).get("files", {}))
+            row["size_bytes"] = sum(
+                c[p]["stored_bytes"]
+                for c in colls.values()
+                for p in ("documents", "tombstones", "index")
+                if c.get(p)
+            )
+            row["authenticated"] = keyring is not None
+        except (BmcError, KeyError, TypeError) as exc:
+            row["error"] = str(exc)
+        return row
 
     def resolve(self, backup_id: str) -> BackupRef:
         """The published backup with this id, or a clear error."""

@@ -12,8 +12,9 @@ import dagster as dg
 from pydantic import Field
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, parse_time
+from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, check_query, parse_time
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
+from bmc_pipeline.run_audit import audited_run
 
 RESTORE_TAGS = {"bmc/operation": "restore"}
 
@@ -36,6 +37,11 @@ class RestoreConfig(dg.Config):
     session_ids: list[str] = Field(default_factory=list)
     point_in_time: str | None = Field(default=None, description="restore the state at this time")
     drop_deleted: bool = Field(default=False, description="delete ids the backup chain deleted")
+    query: str | None = Field(
+        default=None,
+        description='MongoDB query (JSON) over the backed-up documents, e.g. {"status": "open"}; '
+        "comparison, set and logical operators only",
+    )
     fail_fast: bool = False
 
 
@@ -88,16 +94,28 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
             session_ids=config.session_ids or None,
             point_in_time=parse_time(config.point_in_time, "point_in_time"),
             drop_deleted=config.drop_deleted,
+            query=check_query(config.query) if config.query else None,
         )
-        report = engine.restore(
-            config.backup_id,
-            config.collection,
-            target_collection=config.target_collection,
-            strategy=config.strategy.value,
-            filters=filters,
-            dry_run=config.dry_run,
-            fail_fast=config.fail_fast,
-        ).as_dict()
+        with audited_run(
+            context, settings, engine.keyring, "restore", config.model_dump(mode="json")
+        ) as info:
+            report = engine.restore(
+                config.backup_id,
+                config.collection,
+                target_collection=config.target_collection,
+                strategy=config.strategy.value,
+                filters=filters,
+                dry_run=config.dry_run,
+                fail_fast=config.fail_fast,
+            ).as_dict()
+            info["extra"] = {
+                "backup_id": report["backup_id"],
+                "restored": report["restored"],
+                "verified": report["verified"],
+                "rollback_id": report["rollback_id"],
+            }
+            if not config.dry_run and not report["verified"]:
+                info["outcome"] = "unverified"
         context.log_event(_observe(report, config.collection))
         if not config.dry_run and not report["verified"]:
             raise dg.Failure(
@@ -127,7 +145,11 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
         engine = engine_for(context, mongo, encryption, storage)
-        result = engine.rollback(config.rollback_id)
+        with audited_run(
+            context, settings, engine.keyring, "rollback", {"rollback_id": config.rollback_id}
+        ) as info:
+            result = engine.rollback(config.rollback_id)
+            info["outcome"] = "ok" if result["verified"] else "unverified"
         if not result["verified"]:
             raise dg.Failure(description=f"rollback not verified: {result['verification']}")
         return dg.Output(result, metadata={"report": dg.MetadataValue.json(result)})

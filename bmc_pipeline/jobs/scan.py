@@ -8,8 +8,9 @@ import dagster as dg
 from pydantic import Field
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.scanner import scan, write_reports
+from bmc_pipeline.engine.scanner import scan_settings, write_reports
 from bmc_pipeline.resources import EncryptionResource, MongoResource
+from bmc_pipeline.run_audit import audited_run
 
 
 class Source(str, Enum):
@@ -34,20 +35,20 @@ def build_scan_job(settings: Settings) -> dg.JobDefinition:
         encryption: EncryptionResource,
     ) -> dg.Output[dict[str, Any]]:
         sc = settings.scanner
-        files = config.source in (Source.all, Source.filesystem)
-        names = [config.collection] if config.collection else list(settings.collections)
-        report = scan(
-            root=(Path(config.root) if config.root else settings.files_root) if files else None,
-            directories=sc.directories,
-            patterns=sc.patterns,
-            db=mongo.database_handle() if config.source != Source.filesystem else None,
-            collections={n: settings.collection(n).timestamp_field for n in names},
-            sensitive=set(sc.sensitive_fields),
-            samples=sc.samples,
-            workers=sc.workers,
-            keyring=encryption.keyring(),
-            log=context.log.info,
-        )
+        keyring = encryption.keyring()
+        with audited_run(
+            context, settings, keyring, "scan", config.model_dump(mode="json")
+        ) as info:
+            report = scan_settings(
+                settings,
+                source=config.source.value,
+                collection=config.collection,
+                root=Path(config.root) if config.root else None,
+                db=mongo.database_handle() if config.source != Source.filesystem else None,
+                keyring=keyring,
+                log=context.log.info,
+            )
+            info["extra"] = {"summary": report.summary}
         out = Path(config.output_dir) if config.output_dir else settings.path(sc.output_dir)
         json_path, md_path = write_reports(report, out)
         return dg.Output(

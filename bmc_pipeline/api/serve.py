@@ -1,0 +1,85 @@
+"""``bmc-backup api serve``: the API under uvicorn, HTTPS unless it only listens on loopback.
+
+Plain HTTP on an address other than loopback would send bearer tokens and backup data in clear,
+so it is refused unless ``allow_plain_http`` says that a TLS-terminating proxy sits in front.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from pathlib import Path
+
+import uvicorn
+
+from bmc_pipeline.api.app import create_app
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_files(settings: Settings, cert: str | None, key: str | None) -> tuple[Path, Path] | None:
+    cert = cert or settings.api.tls_cert
+    key = key or settings.api.tls_key
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError(
+            "TLS needs both a certificate and its private key: give --cert and --key "
+            "(or api.tls_cert and api.tls_key in backup_config.json)"
+        )
+    cert_path, key_path = settings.path(cert), settings.path(key)
+    for what, p in (("certificate", cert_path), ("private key", key_path)):
+        if not p.is_file():
+            raise ConfigError(f"TLS {what} {p} does not exist or is not a file")
+    mode = stat.S_IMODE(key_path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"TLS private key {key_path} has mode {mode:o}, readable by others; "
+            f"run: chmod 600 {key_path}"
+        )
+    return cert_path, key_path
+
+
+def build_server(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    allow_plain_http: bool = False,
+    log_level: str = "info",
+) -> tuple[uvicorn.Server, str]:
+    """A configured uvicorn server and the URL it will answer on; refuses unsafe listeners."""
+    host = host or settings.api.host
+    port = settings.api.port if port is None else port
+    tls = _tls_files(settings, cert, key)
+    if tls is None and not is_loopback(host) and not allow_plain_http:
+        raise ConfigError(
+            f"refusing to serve plain HTTP on {host}, which is not a loopback address: tokens "
+            "and backup data would cross the network in clear. Give --cert and --key, or listen "
+            "on 127.0.0.1, or pass --allow-plain-http if a TLS proxy terminates connections"
+        )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,  # client addresses (rate limits, audit) are the peer's, not a header's
+        timeout_keep_alive=5,
+    )
+    scheme = "https" if tls else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return uvicorn.Server(config), f"{scheme}://{shown}:{port}"
