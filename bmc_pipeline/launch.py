@@ -151,7 +151,7 @@ def run_backup(
     names = collections or list(settings.collections)
     unknown = [c for c in names if c not in settings.collections]
     if unknown:
-        raise BmcError(
+        raise engine_errors.UnknownCollectionError(
             f"collection(s) {', '.join(unknown)} are not in backup_config.json "
             f"(configured: {', '.join(settings.collections)}); add them under 'collections'"
         )

@@ -26,7 +26,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bmc_pipeline.api.guard import ApiGuard, RateLimits, problem_body, public_message
@@ -100,6 +100,18 @@ class RestoreFiltersIn(BaseModel):
     )
     point_in_time: datetime | None = None
     drop_deleted: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _whitelisted(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from bmc_pipeline.engine.restore import check_query
+
+        if v is not None:
+            try:
+                check_query(v)
+            except E.BmcError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class RestoreRequest(BaseModel):
@@ -209,6 +221,7 @@ COMMON = (400, 401, 403, 413, 422, 429, 500, 503)
 
 _STATUS_OF: list[tuple[type[E.BmcError], int]] = [
     (E.BackupNotFoundError, 404),
+    (E.UnknownCollectionError, 404),
     (E.GuardedError, 409),
     (E.IntegrityError, 422),
     (E.ConfigError, 422),
@@ -374,7 +387,6 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
         responses=_problems(404, 409),
     )
     def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
-        from bmc_pipeline.engine.restore import check_query
         from bmc_pipeline.engine.store import backup_id_of_manifest
         from bmc_pipeline.launch import run_op_job
 
@@ -383,8 +395,6 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
         check_collection_name(source)
         backup_id = backup_id_of_manifest(body.backup_file) or body.backup_file
         f = body.filters or RestoreFiltersIn()
-        if f.query is not None:
-            check_query(f.query)  # refused here (422) before any run starts
         config: dict[str, Any] = {
             "backup_id": backup_id,
             "collection": source,
@@ -480,14 +490,21 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
     def delete_backup_endpoint(
         request: Request,
         backup_id: Annotated[str, PathParam(pattern=BACKUP_ID_PATTERN)],
-        confirm: Annotated[str | None, Query(max_length=64)] = None,
+        confirm: Annotated[
+            str,
+            Query(
+                pattern=BACKUP_ID_PATTERN,
+                description="the backup id again: deleting is permanent",
+            ),
+        ],
     ) -> Deleted:
         from bmc_pipeline.engine.retention import delete_backup
 
         if confirm != backup_id:
             raise StarletteHTTPException(
                 400,
-                f"deleting is permanent: repeat the id to confirm (?confirm={backup_id})",
+                f"confirm is {confirm}, not the id in the path; deleting is permanent, so repeat "
+                f"the id exactly: ?confirm={backup_id}",
             )
         result = delete_backup(deployment.store(), deployment.keyring(), backup_id)
         request.state.audit = {"deleted": backup_id}

@@ -240,18 +240,24 @@ class ApiGuard:
         status = sent["status"] or 0
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
-        suspicious = []
-        if _TRAVERSAL.search(raw_path.decode("latin-1")) or _TRAVERSAL.search(scope["path"]):
-            suspicious.append("path traversal")
-        if _INJECTION.search(body) or _INJECTION.search(query):
-            suspicious.append("operator injection")
         params: dict[str, Any] = dict(parse_qsl(query.decode("latin-1")))
+        values = list(params.values())
         params["path"] = raw_path.decode("latin-1")
         if body:
             try:
                 params["body"] = json.loads(body)
+                values += list(_strings(params["body"]))
             except ValueError:
                 params["body"] = f"<{len(body)} bytes, not JSON>"
+        suspicious = []
+        if (
+            _TRAVERSAL.search(params["path"])
+            or _TRAVERSAL.search(scope["path"])
+            or any(_looks_like_path(v) for v in values)
+        ):
+            suspicious.append("path traversal")
+        if _INJECTION.search(body) or _INJECTION.search(query):
+            suspicious.append("operator injection")
         detail = None
         if status >= 400:
             try:
@@ -276,6 +282,30 @@ class ApiGuard:
         )
         if problem:
             log.error(problem)
+
+
+def _strings(value: Any, depth: int = 0) -> Any:
+    """Every string in a parsed JSON body (bounded depth: bodies are small and limited)."""
+    if depth > 20:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, depth + 1)
+
+
+def _looks_like_path(value: str) -> bool:
+    """A parameter that tries to name a file: ``..`` segments, or an absolute path."""
+    parts = re.split(r"[/\\]", value)
+    return (
+        ".." in parts
+        or value.startswith(("/", "~", "\\"))
+        or bool(re.match(r"^[A-Za-z]:[/\\]", value))
+    )
 
 
 def _retry(seconds: int) -> list[tuple[bytes, bytes]]:

@@ -69,3 +69,9 @@ class RunFailedError(BmcError):
     """A Dagster run failed on purpose (``dagster.Failure``), e.g. a restore that did not verify."""
 
     exit_code = 8
+
+
+class UnknownCollectionError(BmcError):
+    """A collection that ``backup_config.json`` does not list, asked for by name."""
+
+    exit_code = 2

@@ -356,7 +356,7 @@ class RestoreEngine:
         while True:
             colls = manifest.get("collections", {})
             if collection not in colls:
-                raise BmcError(
+                raise BackupNotFoundError(
                     f"backup {ref.backup_id} holds no collection {collection!r}; "
                     f"it holds: {', '.join(sorted(colls)) or 'none'}"
                 )

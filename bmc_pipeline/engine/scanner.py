@@ -818,15 +818,19 @@ def scan_settings(
         raise BmcError(f"unknown scan source {source!r}: use {', '.join(SOURCES)}")
     sc = settings.scanner
     files = source in ("filesystem", "all")
+    missing_root = None
+    if files and root is not None and not root.is_dir():
+        raise BmcError(f"{root} is not a directory; give the directory to scan")
+    if files and root is None and not settings.files_root.is_dir():
+        # the configured root is gone: scan what there is, and say so in the report
+        missing_root, files = settings.files_root, False
     root = root or settings.files_root
-    if files and not root.is_dir():
-        raise BmcError(f"{root} is not a directory; give the directory to scan (--root)")
     names = [collection] if collection else list(settings.collections)
     conv = settings.collection("conversations")
     date_fields = {n for n, t in conv.required_fields.items() if t == "date"}
     if conv.timestamp_field:
         date_fields.add(conv.timestamp_field)
-    return scan(
+    report = scan(
         root=root if files else None,
         directories=sc.directories,
         patterns=sc.patterns,
@@ -839,3 +843,10 @@ def scan_settings(
         keyring=keyring,
         log=log,
     )
+    if missing_root is not None:
+        report.problems.insert(
+            0,
+            f"the files root {missing_root} (files.root) does not exist, so no files were "
+            "scanned; set files.root or BMC_FILES_ROOT, or scan a directory with --root",
+        )
+    return report

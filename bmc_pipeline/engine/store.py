@@ -52,6 +52,11 @@ def new_backup_id(backup_type: str, now: datetime | None = None) -> str:
 def check_backup_id(backup_id: str) -> re.Match[str]:
     """Refuse anything that is not a backup id, which also rules out path traversal."""
     m = BACKUP_ID_RE.match(backup_id)
+    try:
+        if m:
+            datetime.strptime(m.group("ts"), _TS_FORMAT)
+    except ValueError:
+        m = None  # the shape of an id, but a time that never was
     if not m:
         raise BackupNotFoundError(
             f"{backup_id!r} is not a backup id (like 20261125T020000Z-full-3f9a2c); "
