@@ -124,7 +124,7 @@ def _space(settings: Settings, ring: KeyRing | None, checks: list[Check]) -> Non
 def _mongodb(settings: Settings, checks: list[Check]) -> None:
     try:
         db = Deployment(settings).database()
-        reply = db.client.admin.command("buildInfo")
+        reply = db.client.server_info()
         names = sorted(db.list_collection_names())
     except Exception as exc:  # every driver error means the same thing here: not reachable
         checks.append(
