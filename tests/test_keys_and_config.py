@@ -24,7 +24,10 @@ def test_key_file_readable_by_others_is_refused_with_chmod_advice(tmp_path: Path
         read_key_file(p)
 
 
-def test_keygen_writes_a_0600_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
+def test_keygen_writes_a_0600_file_and_refuses_to_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no backup_config.json here: defaults, audit log under tmp_path
     p = tmp_path / "k"
     assert main(["keygen", "--out", str(p)]) == 0
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
