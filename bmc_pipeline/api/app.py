@@ -294,7 +294,10 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": public_message(str(e.get("msg")))}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": public_message(str(e.get("msg")).removeprefix("Value error, ")),
+            }
             for e in exc.errors()
         ]
         return problem(422, "the request is not valid: see errors", errors=errors)

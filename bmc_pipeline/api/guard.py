@@ -182,24 +182,27 @@ class ApiGuard:
     ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         method = scope["method"]
         address = (scope.get("client") or ("unknown", 0))[0]
-        retry = self.rates.hit(method, "address", address)
-        if retry is not None:
-            return 429, f"too many requests from {address}", _retry(retry)
         auth = ""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 auth = value.decode("latin-1")
         scheme, _, secret = auth.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            return 401, "an admin bearer token is required", _challenge("")
+        presented = scheme.lower() == "bearer" and bool(secret.strip())
         try:
-            token = self.tokens.authenticate(secret.strip())
+            token = self.tokens.authenticate(secret.strip()) if presented else None
         except BmcError as exc:
             log.error("API tokens cannot be read: %s", exc)
             return 503, "the server's token configuration is unusable; see its log", []
+        if token is not None:
+            state["actor"] = f"token:{token.name}"  # known even if refused below, for the audit
+        # the address budget first, so guessing tokens is rate limited too
+        retry = self.rates.hit(method, "address", address)
+        if retry is not None:
+            return 429, f"too many requests from {address}", _retry(retry)
+        if not presented:
+            return 401, "an admin bearer token is required", _challenge("")
         if token is None:
             return 401, "the bearer token is not valid", _challenge("invalid_token")
-        state["actor"] = f"token:{token.name}"
         retry = self.rates.hit(method, "token", token.name)
         if retry is not None:
             return 429, f"too many requests with token {token.name}", _retry(retry)
