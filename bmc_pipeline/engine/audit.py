@@ -198,37 +198,27 @@ class AuditLog:
         """
         info: dict[str, Any] = {}
         started = time.monotonic()
+        failure: tuple[str, str] | None = None
         try:
             yield info
         except BaseException as exc:
             outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            failure = (outcome, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
             problem = safe_append(
                 self,
                 actor=actor,
                 via=via,
                 action=action,
                 params=params,
-                outcome=outcome,
-                detail=f"{type(exc).__name__}: {exc}",
+                outcome=failure[0] if failure else info.get("outcome", "ok"),
+                detail=failure[1] if failure else info.get("detail"),
                 duration_s=time.monotonic() - started,
                 extra=info.get("extra"),
             )
             if problem:
                 _log.error(problem)
-            raise
-        problem = safe_append(
-            self,
-            actor=actor,
-            via=via,
-            action=action,
-            params=params,
-            outcome=info.get("outcome", "ok"),
-            detail=info.get("detail"),
-            duration_s=time.monotonic() - started,
-            extra=info.get("extra"),
-        )
-        if problem:
-            _log.error(problem)
 
     # -- verifying -------------------------------------------------------------------------------
     def verify(self) -> VerifyResult:
