@@ -263,3 +263,17 @@ def test_documents_straddling_chunk_boundaries_at_every_offset(keyring: KeyRing)
     assert b"".join(batches) == b"".join(docs)
     assert r.stats.documents == 3000
     assert read_all(data, keyring) == docs
+
+
+def test_a_reader_stopped_early_leaves_no_hashing_thread(keyring: KeyRing) -> None:
+    import threading
+
+    out = io.BytesIO()
+    w = ArchiveWriter(out, keyring, segment_size=4096)
+    for i in range(2000):
+        w.write_batch(bson.encode({"i": i, "pad": "x" * 200}))
+    w.close()
+    batches = ArchiveReader(io.BytesIO(out.getvalue()), keyring).raw_batches()
+    next(batches)
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("archive-sha256")]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -88,29 +90,35 @@ def bson_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> I
 _INT32 = struct.Struct("<i")
 
 
-def _walk(buf: bytes | bytearray | memoryview, where: str, base: int = 0) -> tuple[int, int]:
-    """Walk document lengths: (end of the last whole document, how many whole documents).
+def _walk(
+    buf: bytes | bytearray | memoryview, where: str, base: int = 0, start: int = 0
+) -> tuple[int, int]:
+    """Walk document lengths from ``start``: (end of the last whole document, how many).
 
     Checks each length and terminator without copying anything; ``base`` is the stream offset of
-    ``buf`` for messages.
+    ``buf[start]`` for messages. Called on the decompressor's ``bytes`` rather than a memoryview
+    of them: indexing and ``unpack_from`` on ``bytes`` take about half the time, and this loop is
+    what separates the reader from its floor (docs/PERFORMANCE.md).
     """
-    pos, end, n = 0, len(buf), 0
+    pos, n = start, 0
+    last = len(buf) - 4
     unpack = _INT32.unpack_from
-    while end - pos >= 4:
-        size = unpack(buf, pos)[0]
+    while pos <= last:
+        (size,) = unpack(buf, pos)
+        nxt = pos + size
         if size < 5 or size > MAX_DOCUMENT_SIZE:
             raise IntegrityError(
-                f"{where}: malformed BSON document at offset {base + pos} (length {size})",
+                f"{where}: malformed BSON document at offset {base + pos - start} (length {size})",
                 reason="bad-bson",
             )
-        if end - pos < size:
+        if nxt > last + 4:
             break
-        if buf[pos + size - 1] != 0:
+        if buf[nxt - 1]:
             raise IntegrityError(
-                f"{where}: BSON document at offset {base + pos} is not terminated",
+                f"{where}: BSON document at offset {base + pos - start} is not terminated",
                 reason="bad-bson",
             )
-        pos += size
+        pos = nxt
         n += 1
     return pos, n
 
@@ -121,6 +129,37 @@ def count_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> 
     if pos != len(buf):
         raise IntegrityError(f"{where}: {len(buf) - pos} stray bytes after the last BSON document")
     return n
+
+
+class _BackgroundHasher:
+    """SHA-256 updates on a second thread, in order, one at a time.
+
+    ``hashlib`` releases the GIL while it hashes more than 2 KiB, so while one decompressed chunk
+    is hashed the reader decompresses the next and walks its document lengths (Python work that
+    the floor does not have). Only one update is in flight: memory stays at one chunk more than a
+    plain loop, whatever the archive's size. The hashed objects are immutable ``bytes``;
+    :meth:`drain` waits for the last update and is called before any digest is read.
+    """
+
+    MAX_IN_FLIGHT = 1
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, h: hashlib._Hash, data: bytes) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="archive-sha256")
+        while len(self._pending) >= self.MAX_IN_FLIGHT:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(h.update, data))
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _build_header(key: Key, segment_size: int, salt: bytes, prefix: bytes, mac_key: bytes) -> bytes:
@@ -300,6 +339,7 @@ class ArchiveReader:
         self._docs = 0
         self._segments = 0
         self._done = False
+        self._hasher = _BackgroundHasher()
 
     def _fail(self, msg: str, reason: str) -> IntegrityError:
         return IntegrityError(f"{self._name}: {msg}", path=self._name, reason=reason)
@@ -347,7 +387,7 @@ class ArchiveReader:
             pt = self._opener.open(cur, index, last=last)
             if pt is None:
                 raise self._diagnose(cur, index, last)
-            self._stored_hash.update(cur)
+            self._stored_hash.update(cur)  # small (one segment): not worth a hand-off
             self._stored += len(cur)
             self._segments += 1
             yield pt
@@ -358,17 +398,20 @@ class ArchiveReader:
     def chunks(self) -> Iterator[bytes]:
         """Authenticated, decompressed plaintext in chunks (the raw BSON stream)."""
         dec = zstandard.ZstdDecompressor().decompressobj()
-        for pt in self._plaintext_segments():
-            try:
-                out = dec.decompress(pt)
-            except zstandard.ZstdError as exc:
-                raise self._fail(f"payload does not decompress: {exc}", "bad-zstd") from None
-            if out:
-                self._plain_hash.update(out)
-                self._raw += len(out)
-                yield out
-        if not dec.eof:
-            raise self._fail("payload ends inside a zstd frame", "bad-zstd")
+        try:
+            for pt in self._plaintext_segments():
+                try:
+                    out = dec.decompress(pt)
+                except zstandard.ZstdError as exc:
+                    raise self._fail(f"payload does not decompress: {exc}", "bad-zstd") from None
+                if out:
+                    self._hasher.update(self._plain_hash, out)
+                    self._raw += len(out)
+                    yield out
+            if not dec.eof:
+                raise self._fail("payload ends inside a zstd frame", "bad-zstd")
+        finally:
+            self._hasher.drain()  # also when the caller stops early: no thread is left behind
         self._done = True
 
     def raw_batches(self) -> Iterator[bytes | memoryview]:
@@ -403,13 +446,12 @@ class ArchiveReader:
                 start += need
                 pending = b""
                 yield doc
-            view = memoryview(chunk)[start:]
-            end, n = _walk(view, self._name, offset)
+            end, n = _walk(chunk, self._name, offset, start)
             if n:
                 self._docs += n
-                offset += end
-                yield view[:end]
-            pending = bytes(view[end:])
+                offset += end - start
+                yield memoryview(chunk)[start:end]
+            pending = chunk[end:]
         if pending:
             raise self._fail(
                 f"the document stream ends inside a document ({len(pending)} bytes at offset "
