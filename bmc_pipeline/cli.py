@@ -137,6 +137,20 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.remote:
+        remote = _remote(settings)
+        local = {r.backup_id for r in _store(settings).refs()}
+        ids = list(reversed(remote.backup_ids()))[: args.limit]
+        rows = [{"backup_id": b, "local_copy": b in local} for b in ids]
+        if args.json:
+            _print_json({"url": remote.url, "backups": rows, "count": len(rows)})
+        else:
+            print(f"at {remote.url}:" if rows else f"no backups at {remote.url}")
+            for r in rows:
+                print(
+                    f"{r['backup_id']}  {'' if r['local_copy'] else '(not here: bmc-backup pull)'}"
+                )
+        return 0
     store = _store(settings)
     keyring = _keyring_if_any(settings)  # without a key, manifests are listed unauthenticated
     refs = store.refs(backup_type=args.type, date_from=args.date_from, date_to=args.date_to)
@@ -157,6 +171,60 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{docs:>8} documents  {r['files']:>3} files  {r['size_bytes']:>11} bytes"
         )
     return 0
+
+
+def _remote(settings: Settings) -> Any:
+    remote = Deployment(settings).remote()
+    if remote is None:
+        raise BmcError(
+            "no remote copy is configured: set storage.remote_url in backup_config.json "
+            "(or BMC_REMOTE_URL), e.g. s3://bucket/bmc-backups or file:///mnt/nas/bmc"
+        )
+    return remote
+
+
+def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+    remote = _remote(settings)
+    store, keyring = _store(settings), _keyring(settings)
+    if args.all:
+        there = set(remote.backup_ids())
+        ids = [r.backup_id for r in store.refs() if r.backup_id not in there]
+    else:
+        ids = [store.resolve(b).backup_id for b in args.backup_id]
+    if not ids:
+        print(
+            f"nothing to copy: every local backup is at {remote.url}"
+            if args.all
+            else "give backup ids, or --all for every backup not yet copied"
+        )
+        return 0
+    results = []
+    for bid in ids:
+        r = remote.push(store, store.ref(bid), keyring).as_dict()
+        results.append(r)
+        if not args.json:
+            print(
+                f"{bid} -> {remote.url}: {r['uploaded_files']} file(s), {r['uploaded_bytes']} "
+                f"bytes uploaded, {r['already_there']} already there"
+            )
+    if args.json:
+        _print_json({"pushed": results})
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    remote = _remote(settings)
+    store, keyring = _store(settings), _keyring(settings)
+    ref = remote.pull(store, args.backup_id, keyring)
+    report = validate_backup(store, ref, keyring, blobs=Deployment(settings).blobs(keyring))
+    if args.json:
+        _print_json(
+            {"backup_id": ref.backup_id, "path": str(ref.manifest_path), **report.as_dict()}
+        )
+    else:
+        state = "valid" if report.ok else "INVALID: " + "; ".join(report.errors)
+        print(f"fetched {ref.backup_id} from {remote.url} into {store.root}: {state}")
+    return 0 if report.ok else 5
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -334,6 +402,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
         dry_run=args.dry_run,
         grace_s=r.blob_grace_hours * 3600,
         log=lambda m: None if args.json else print(f"... {m}", file=sys.stderr),
+        remote=d.remote(),
     )
     if args.json:
         _print_json(result.as_dict())
@@ -505,8 +574,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--date-from", type=_date)
     s.add_argument("--date-to", type=_date)
+    s.add_argument("--remote", action="store_true", help="what the remote store holds")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("push", help="copy backups to the remote store (storage.remote_url)")
+    s.add_argument("backup_id", nargs="*", help="backup ids (or 'latest')")
+    s.add_argument("--all", action="store_true", help="every local backup not yet there")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_push)
+
+    s = sub.add_parser("pull", help="fetch a backup from the remote store and validate it")
+    s.add_argument("backup_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_pull)
 
     s = sub.add_parser("validate", help="verify a backup completely (exit 0 only if intact)")
     s.add_argument("backup_id", help="a backup id, or 'latest'")

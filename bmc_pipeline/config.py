@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +55,10 @@ class StorageSettings(_Strict):
     backup_dir: str = "backups"
     dir_mode: int = 0o755
     file_mode: int = 0o600
+    # A second copy at an fsspec URL (s3://bucket/bmc, gs://..., sftp://host/path, file:///mnt/nas);
+    # backups are published locally first, then uploaded (docs/STORAGE.md).
+    remote_url: str | None = None
+    remote_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("dir_mode", "file_mode", mode="before")
     @classmethod
@@ -281,6 +285,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MONGODB_URI": ("mongodb", "uri"),
     "BMC_DATABASE": ("mongodb", "database"),
     "BMC_BACKUP_DIR": ("storage", "backup_dir"),
+    "BMC_REMOTE_URL": ("storage", "remote_url"),
     "BMC_FILES_ROOT": ("files", "root"),
     "BMC_BACKUP_KEY_FILE": ("encryption", "key_file"),
     "DAGSTER_HOME": ("", "dagster_home"),

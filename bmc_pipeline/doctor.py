@@ -1,8 +1,9 @@
 """``bmc-backup doctor``: check a deployment before it is needed, and say how to fix each problem.
 
 Checks the key (present, 0600), the backup directory's permissions (directories 0755, files
-0600, as written), free space against the newest full backup, MongoDB connectivity, the Dagster
-instance, the API's tokens and TLS settings, and the audit log's chain. A failed check makes the
+0600, as written), free space against the newest full backup, the remote copy (reachable, holding
+every local backup), MongoDB connectivity, the Dagster instance, the API's tokens and TLS
+settings, and the audit log's chain. A failed check makes the
 exit code 1; warnings do not.
 """
 
@@ -205,6 +206,41 @@ def _api(settings: Settings, checks: list[Check]) -> None:
         )
 
 
+def _remote(settings: Settings, checks: list[Check]) -> None:
+    deployment = Deployment(settings)
+    try:
+        remote = deployment.remote()
+        if remote is None:
+            checks.append(
+                Check(
+                    "remote copy",
+                    "warn",
+                    "no remote copy: backups exist only on this machine's disk",
+                    "set storage.remote_url (docs/STORAGE.md)",
+                )
+            )
+            return
+        there = set(remote.backup_ids())
+    except BmcError as exc:
+        checks.append(
+            Check("remote copy", "fail", str(exc), "check storage.remote_url and credentials")
+        )
+        return
+    local = [r.backup_id for r in deployment.store().refs()] if settings.backup_dir.exists() else []
+    missing = [b for b in local if b not in there]
+    if missing:
+        checks.append(
+            Check(
+                "remote copy",
+                "fail",
+                f"{len(missing)} local backup(s) not at {remote.url} (e.g. {missing[-1]})",
+                "bmc-backup push --all",
+            )
+        )
+    else:
+        checks.append(Check("remote copy", "ok", f"{len(there)} backup(s) at {remote.url}"))
+
+
 def _audit(settings: Settings, ring: KeyRing | None, checks: list[Check]) -> None:
     from bmc_pipeline.engine.audit import audit_log_for
 
@@ -230,6 +266,7 @@ def run_doctor(settings: Settings) -> dict[str, Any]:
     ring = _keyring(settings, checks)
     _permissions(settings, checks)
     _space(settings, ring, checks)
+    _remote(settings, checks)
     _mongodb(settings, checks)
     _dagster(settings, checks)
     _api(settings, checks)

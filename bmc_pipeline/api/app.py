@@ -509,7 +509,9 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
                 f"confirm is {confirm}, not the id in the path; deleting is permanent, so repeat "
                 f"the id exactly: ?confirm={backup_id}",
             )
-        result = delete_backup(deployment.store(), deployment.keyring(), backup_id)
+        result = delete_backup(
+            deployment.store(), deployment.keyring(), backup_id, deployment.remote()
+        )
         request.state.audit = {"deleted": backup_id}
         return Deleted(**result)
 

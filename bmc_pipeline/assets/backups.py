@@ -217,6 +217,16 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
             )
         if not report.ok:
             context.log.error(f"backup {result.backup_id} failed validation: {report.errors}")
+            return
+        remote = storage.remote()
+        if remote is not None:
+            # after the materializations, so the backup is on record even if the copy fails;
+            # a failed copy fails the run (and alerts): the off-site copy is part of the job
+            with audited_run(
+                context, settings, keyring, "remote copy", {"backup_id": result.backup_id}
+            ) as info:
+                pushed = remote.push(store, result.ref, keyring, log=context.log.info)
+                info["extra"] = pushed.as_dict()
 
     return _backup
 

@@ -35,6 +35,7 @@ def build_retention_asset(settings: Settings) -> dg.AssetsDefinition:
                 dry_run=False,
                 grace_s=r.blob_grace_hours * 3600,
                 log=context.log.info,
+                remote=storage.remote(),
             )
             info["extra"] = {"deleted": result.deleted, "blobs_deleted": result.blobs_deleted}
         for u in result.unreadable:

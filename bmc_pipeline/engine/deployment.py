@@ -21,6 +21,7 @@ from bmc_pipeline.engine.alerts import (
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupStore
 
 
@@ -36,6 +37,11 @@ class Deployment:
     def store(self) -> BackupStore:
         s = self.settings
         return BackupStore(s.backup_dir, dir_mode=s.storage.dir_mode, file_mode=s.storage.file_mode)
+
+    def remote(self) -> RemoteStore | None:
+        """The remote copy, if ``storage.remote_url`` is set."""
+        st = self.settings.storage
+        return RemoteStore(st.remote_url, st.remote_options) if st.remote_url else None
 
     def blobs(self, keyring: KeyRing) -> BlobStore:
         s = self.settings

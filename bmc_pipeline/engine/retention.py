@@ -26,6 +26,7 @@ from typing import Any
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, GuardedError
 from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 
@@ -175,8 +176,13 @@ def rotate(
     dry_run: bool,
     grace_s: float = 86_400.0,
     log: Callable[[str], None] = lambda _: None,
+    remote: RemoteStore | None = None,
 ) -> RotationResult:
-    """Apply the policy: delete what no rule or guard keeps (nothing at all in a dry run)."""
+    """Apply the policy: delete what no rule or guard keeps (nothing at all in a dry run).
+
+    With a ``remote``, the remote copies of deleted backups and blobs go too, so the two stores
+    keep the same set of backups.
+    """
     points, unreadable = points_of(store, keyring)
     decisions = plan_retention(points, policy)
     doomed = [d.backup_id for d in decisions if not d.keep]
@@ -196,8 +202,12 @@ def rotate(
         for bid in doomed:
             log(f"deleting backup {bid}")
             store.delete(store.ref(bid))
+            if remote is not None:
+                remote.delete(store, bid)
         for p, _ in unused:
             p.unlink(missing_ok=True)
+        if remote is not None and unused:
+            remote.delete_blobs(store, [p.name for p, _ in unused])
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
     return RotationResult(
@@ -237,8 +247,10 @@ def deletion_guards(store: BackupStore, keyring: KeyRing, backup_id: str) -> lis
     return reasons
 
 
-def delete_backup(store: BackupStore, keyring: KeyRing, backup_id: str) -> dict[str, Any]:
-    """Delete one backup unless a guard forbids it (then :class:`GuardedError`, nothing done)."""
+def delete_backup(
+    store: BackupStore, keyring: KeyRing, backup_id: str, remote: RemoteStore | None = None
+) -> dict[str, Any]:
+    """Delete one backup (and its remote copy) unless a guard forbids it (then nothing is done)."""
     ref = store.resolve(backup_id)
     reasons = deletion_guards(store, keyring, ref.backup_id)
     if reasons:
@@ -247,4 +259,6 @@ def delete_backup(store: BackupStore, keyring: KeyRing, backup_id: str) -> dict[
             "('bmc-backup rotate') removes it once nothing needs it"
         )
     store.delete(ref)
+    if remote is not None:
+        remote.delete(store, ref.backup_id)
     return {"backup_id": ref.backup_id, "deleted": True}

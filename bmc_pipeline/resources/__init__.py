@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
 from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupStore
 
 
@@ -46,16 +48,25 @@ class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where backups are stored: a local directory."""
+    """Where backups are stored: a local directory, and a second copy at an fsspec URL if set.
+
+    The local directory is where publication is atomic; ``remote_url`` (``s3://``, ``gs://``,
+    ``sftp://``, ``file://``, ...) receives each backup after it is published and validated.
+    """
 
     backup_dir: str
     dir_mode: int = 0o755
     file_mode: int = 0o600
+    remote_url: str | None = None
+    remote_options: dict[str, Any] = Field(default_factory=dict)
 
     def store(self) -> BackupStore:
         from pathlib import Path
 
         return BackupStore(Path(self.backup_dir), dir_mode=self.dir_mode, file_mode=self.file_mode)
+
+    def remote(self) -> RemoteStore | None:
+        return RemoteStore(self.remote_url, self.remote_options) if self.remote_url else None
 
 
 def resources_from_settings(settings: Settings) -> dict[str, Any]:
@@ -81,5 +92,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             backup_dir=str(settings.backup_dir),
             dir_mode=settings.storage.dir_mode,
             file_mode=settings.storage.file_mode,
+            remote_url=settings.storage.remote_url,
+            remote_options=settings.storage.remote_options,
         ),
     }

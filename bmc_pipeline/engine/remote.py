@@ -1,0 +1,232 @@
+"""A second copy of the backup store at an fsspec URL: S3, GCS, Azure, SFTP, a mounted NAS.
+
+Backups are always written to the local ``storage.backup_dir`` first, where publication is atomic
+(temporary directory, fsync, rename, manifest last) — object stores have no atomic rename of a
+directory, so that is where a backup is born. Once published and validated, :meth:`RemoteStore.push`
+uploads it in the same order that makes publication safe: archives and file blobs first, the
+manifest last, each manifest through a temporary name. A push that dies half-way leaves objects no
+listing takes for a backup (there is no manifest), and the next push completes it.
+
+:meth:`RemoteStore.pull` brings a backup back into the local store (after a lost disk, or on a
+restore machine): it authenticates the remote manifest with the key before downloading anything,
+downloads the payload, writes the manifest last, and the caller validates the result.
+
+The remote tree mirrors the local one (``YYYY-MM-DD/backup_<type>_<time>_<id>.json``, its payload
+directory, ``blobs/``), so ``aws s3 sync`` in either direction also works by hand. Credentials come
+the way each fsspec backend reads them (e.g. ``AWS_*`` variables for ``s3://``), plus
+``storage.remote_options``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
+from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.store import BackupRef, BackupStore, backup_id_of_manifest
+
+
+class RemoteError(BmcError):
+    """The remote store could not be reached or refused an operation."""
+
+    exit_code = 6
+
+
+@dataclass
+class PushResult:
+    backup_id: str
+    url: str
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    already_there: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _blobs_of(manifest: dict[str, Any]) -> list[str]:
+    return sorted({f["blob"] for f in manifest.get("filesystem", {}).get("files", {}).values()})
+
+
+class RemoteStore:
+    """The remote copy of one deployment's backups."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.url, **(options or {}))
+        except (ImportError, ValueError) as exc:
+            raise RemoteError(
+                f"storage.remote_url {url!r} cannot be used: {exc} (for s3:// install s3fs, for "
+                "gs:// gcsfs, for az:// adlfs)"
+            ) from None
+        self.root = str(root).rstrip("/")
+
+    def _remote(self, store: BackupStore, local: Path) -> str:
+        return f"{self.root}/{local.relative_to(store.root).as_posix()}"
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise RemoteError(f"{what} at {self.url} failed: {exc}") from exc
+
+    # -- listing ---------------------------------------------------------------------------------
+    def backup_ids(self) -> list[str]:
+        """Backups the remote holds (those whose manifest is there), oldest first."""
+        try:
+            names = self.fs.glob(f"{self.root}/*/backup_*.json")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise RemoteError(f"listing {self.url} failed: {exc}") from exc
+        ids = (backup_id_of_manifest(str(n).rsplit("/", 1)[-1]) for n in names)
+        return sorted(i for i in ids if i)
+
+    # -- upload ----------------------------------------------------------------------------------
+    def push(
+        self,
+        store: BackupStore,
+        ref: BackupRef,
+        keyring: KeyRing,
+        *,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> PushResult:
+        """Upload one published backup (payload and blobs first, manifest last) and check sizes."""
+        manifest = store.load_manifest(ref, keyring)  # only authenticated backups leave the host
+        result = PushResult(ref.backup_id, self.url)
+        locals_: list[Path] = sorted(p for p in ref.payload_dir.rglob("*") if p.is_file())
+        blob_root = store.root / BLOB_DIR
+        locals_ += [blob_root / b[:2] / b for b in _blobs_of(manifest)]
+        for path in locals_:
+            self._upload(store, path, result)
+        self._upload(store, ref.manifest_path, result, via_temporary=True)
+        log(
+            f"backup {ref.backup_id} copied to {self.url}: {result.uploaded_files} file(s), "
+            f"{result.uploaded_bytes} bytes ({result.already_there} already there)"
+        )
+        return result
+
+    def _upload(
+        self, store: BackupStore, path: Path, result: PushResult, *, via_temporary: bool = False
+    ) -> None:
+        if not path.is_file():
+            raise BackupNotFoundError(f"{path.name} is missing from the local backup; validate it")
+        size = path.stat().st_size
+        dest = self._remote(store, path)
+        try:
+            if self.fs.size(dest) == size:
+                result.already_there += 1
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RemoteError(f"checking {dest} at {self.url} failed: {exc}") from exc
+        parent = dest.rsplit("/", 1)[0]
+        self._call("creating a directory", self.fs.makedirs, parent, True)
+        target = f"{parent}/.{path.name}.{secrets.token_hex(4)}.part" if via_temporary else dest
+        self._call(f"uploading {path.name}", self.fs.put_file, str(path), target)
+        if via_temporary:
+            self._call(f"publishing {path.name}", self.fs.mv, target, dest)
+        remote_size = self._call(f"checking {path.name}", self.fs.size, dest)
+        if remote_size != size:
+            raise RemoteError(
+                f"{path.name} is {remote_size} bytes at {self.url} after upload, {size} here"
+            )
+        result.uploaded_files += 1
+        result.uploaded_bytes += size
+
+    # -- download --------------------------------------------------------------------------------
+    def pull(
+        self,
+        store: BackupStore,
+        backup_id: str,
+        keyring: KeyRing,
+        *,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> BackupRef:
+        """Download a backup into the local store: the manifest is checked first, written last."""
+        ref = store.ref(backup_id)
+        remote_manifest = self._remote(store, ref.manifest_path)
+        try:
+            raw = self.fs.cat_file(remote_manifest)
+        except FileNotFoundError:
+            raise BackupNotFoundError(
+                f"backup {backup_id} is not at {self.url} ('bmc-backup list --remote' shows what is)"
+            ) from None
+        except OSError as exc:
+            raise RemoteError(f"reading the manifest of {backup_id} failed: {exc}") from exc
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise IntegrityError(
+                f"the manifest of {backup_id} at {self.url} is not JSON", reason="bad-manifest"
+            ) from None
+        store.verify_manifest(doc, keyring, name=f"{self.url}/{ref.manifest_path.name}")
+        remote_payload = self._remote(store, ref.payload_dir)
+        try:
+            payload = [str(p) for p in self.fs.find(remote_payload)]
+        except FileNotFoundError:
+            payload = []
+        blob_root = store.root / BLOB_DIR
+        wanted = [(p, store.root / p[len(self.root) + 1 :]) for p in payload]
+        wanted += [
+            (self._remote(store, blob_root / b[:2] / b), blob_root / b[:2] / b)
+            for b in _blobs_of(doc)
+        ]
+        got = 0
+        for src, dest in wanted:
+            if dest.is_file():
+                continue
+            store.mkdir(dest.parent)
+            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+            try:
+                self.fs.get_file(src, str(tmp))
+                tmp.chmod(store.file_mode)
+                tmp.replace(dest)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                raise IntegrityError(
+                    f"backup {backup_id} at {self.url} lacks {src.rsplit('/', 1)[-1]}",
+                    reason="missing",
+                ) from None
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise RemoteError(f"downloading {src} failed: {exc}") from exc
+            got += 1
+        store.mkdir(ref.manifest_path.parent)
+        store.write_file_atomic(ref.manifest_path, raw)
+        log(f"backup {backup_id} fetched from {self.url}: {got} file(s) downloaded")
+        return ref
+
+    # -- deletion --------------------------------------------------------------------------------
+    def delete(self, store: BackupStore, backup_id: str) -> None:
+        """Remove a backup's remote copy, the manifest first (as locally)."""
+        ref = store.ref(backup_id)
+        for path, recursive in ((ref.manifest_path, False), (ref.payload_dir, True)):
+            try:
+                self.fs.rm(self._remote(store, path), recursive=recursive)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise RemoteError(f"deleting {backup_id} at {self.url} failed: {exc}") from exc
+
+    def delete_blobs(self, store: BackupStore, blobs: list[str]) -> int:
+        n = 0
+        for b in blobs:
+            try:
+                self.fs.rm(self._remote(store, store.root / BLOB_DIR / b[:2] / b))
+                n += 1
+            except FileNotFoundError:
+                pass
+        return n
