@@ -141,7 +141,7 @@ def test_every_endpoint_end_to_end_over_https(
 
             scan = c.get("/api/recovery/scan", params={"source": "mongodb"})
             assert scan.status_code == 200, scan.text
-            assert scan.json()["report"]["format"] == "bmc-recovery-report/1"
+            assert scan.json()["report"]["format"] == "bmc-recovery-report/2"
 
             # deletion: confirmation required, guards apply, then it goes
             target = first["backup_id"]

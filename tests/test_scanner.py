@@ -240,3 +240,25 @@ def test_our_own_backups_are_read_through_their_manifests_with_the_key(
     json_path, _ = write_reports(report, tmp_path / "out")
     docs = [bson.decode(d) for d in recoverable_documents(json_path, ring)]
     assert sorted(d["session_id"] for d in docs) == ["sess-S", "sess-V"]
+
+
+@pytest.mark.parametrize("micros", [0, 94_000, 123_456])
+def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) -> None:
+    """A conversation written with json.dumps(default=str) and read back is the same version."""
+    from bmc_pipeline.engine.scanner import content_hash, conversation_time, normalize
+
+    at = datetime(2026, 10, 23, 15, 26, 58, micros, tzinfo=timezone.utc)
+    in_db = {
+        "_id": ObjectId("069aeafcc3345dcaf45410a1"),
+        "session_id": "s-1",
+        "created_at": at,
+        "messages": [
+            {"role": "user", "content": "hola", "timestamp": at},
+            {"role": "assistant", "content": "¿en qué te ayudo?", "timestamp": at},
+        ],
+    }
+    exported = json.loads(json.dumps(in_db, default=str))
+    assert exported["messages"][0]["timestamp"] == str(at)
+    back = normalize(exported, frozenset({"created_at", "updated_at"}))
+    assert content_hash(back) == content_hash(in_db)
+    assert conversation_time(back) == conversation_time(in_db) == at.isoformat()

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import gc
 import gzip
 import hashlib
+import heapq
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +40,7 @@ from typing import Any, BinaryIO
 
 import bson
 import bson.errors
+import orjson
 import zstandard
 from bson import json_util
 
@@ -64,7 +68,17 @@ _PLAIN = json.JSONDecoder()  # for text with no '"$': no Python call per object
 
 
 def _decode(text: str) -> Any:
-    return (_DECODER if '"$' in text else _PLAIN).decode(text)
+    """One JSON text: Extended JSON aware when it may hold some, else orjson (several times faster).
+
+    Where orjson refuses what the standard library accepts (NaN, integers beyond 64 bits, lone
+    surrogates), the standard library decides, so the result never depends on which one ran.
+    """
+    if '"$' in text:
+        return _DECODER.decode(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _PLAIN.decode(text)
 
 
 Log = Callable[[str], None]
@@ -83,19 +97,36 @@ def is_conversation(obj: Any) -> bool:
 
 
 def conversation_key(conv: dict[str, Any]) -> str:
-    """The identity a conversation is matched by: its ``_id`` if it has one, else its session."""
+    """The identity a conversation is matched by: its ``_id`` if it has one, else its session.
+
+    The ``_id`` is written as canonical Extended JSON; ObjectIds and strings, nearly every
+    ``_id`` there is, take a shortcut that gives the same text without the general encoder.
+    """
     if "_id" in conv:
-        return "_id:" + str(
-            json_util.dumps(conv["_id"], json_options=json_util.CANONICAL_JSON_OPTIONS)
-        )
+        i = conv["_id"]
+        if type(i) is bson.ObjectId:
+            return '_id:{"$oid": "' + str(i) + '"}'
+        if type(i) is str:
+            return "_id:" + json.dumps(i)
+        return "_id:" + str(json_util.dumps(i, json_options=json_util.CANONICAL_JSON_OPTIONS))
     return "session_id:" + str(conv["session_id"])
 
 
+def _hash_default(value: Any) -> Any:
+    """BSON types that JSON lacks, as canonical Extended JSON (for :func:`content_hash`)."""
+    return json_util.default(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
+
+
 def content_hash(conv: dict[str, Any]) -> str:
-    """Identifies a version of a conversation: SHA-256 of its BSON encoding (fast, in C)."""
+    """Identifies a version of a conversation: SHA-256 of a canonical encoding.
+
+    orjson (dates as RFC 3339, other BSON types as canonical Extended JSON) is several times
+    faster than encoding BSON, and this runs once per conversation found. Key order counts, as
+    it does in MongoDB.
+    """
     try:
-        data = bson.encode(conv)
-    except (OverflowError, bson.errors.InvalidDocument):  # e.g. an integer beyond 64 bits
+        data = orjson.dumps(conv, default=_hash_default)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
         data = json_util.dumps(conv, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -104,11 +135,11 @@ def conversation_time(conv: dict[str, Any]) -> str | None:
     """``updated_at``, else the last message's ``timestamp``, as ISO text (for "which is newer")."""
     t = conv.get("updated_at")
     if not isinstance(t, datetime):
-        times: list[datetime] = [
-            m["timestamp"]
-            for m in conv["messages"]
-            if isinstance(m, dict) and isinstance(m.get("timestamp"), datetime)
-        ]
+        times: list[datetime] = []
+        for m in conv["messages"]:
+            ts = m.get("timestamp") if isinstance(m, dict) else None
+            if isinstance(ts, datetime):
+                times.append(ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc))
         t = max(times) if times else None
     if isinstance(t, datetime):
         return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
@@ -116,6 +147,7 @@ def conversation_time(conv: dict[str, Any]) -> str | None:
 
 
 _HEX24 = frozenset("0123456789abcdef")
+_fromiso = datetime.fromisoformat
 
 
 def _as_date(v: Any) -> Any:
@@ -132,22 +164,27 @@ def normalize(conv: dict[str, Any], date_fields: frozenset[str]) -> dict[str, An
     """Undo what ``json.dumps(default=str)`` did to a conversation, so it matches MongoDB's.
 
     A 24-hex-digit string ``_id`` becomes an ObjectId; ISO-8601 text in ``date_fields`` and in
-    the messages' ``timestamp`` becomes a date. Nothing else is changed.
+    the messages' ``timestamp`` becomes a date. Nothing else is changed. It works in place and
+    returns ``conv``: conversations come straight from the parser, nobody else holds them, and
+    this is the hot loop of a scan (about ten messages per conversation), where copying every
+    message dict cost more than parsing its date.
     """
-    out = dict(conv)
-    i = out.get("_id")
-    if isinstance(i, str) and len(i) == 24 and set(i) <= _HEX24:
-        out["_id"] = bson.ObjectId(i)
+    i = conv.get("_id")
+    if type(i) is str and len(i) == 24 and set(i) <= _HEX24:
+        conv["_id"] = bson.ObjectId(i)
     for f in date_fields:
-        if f in out:
-            out[f] = _as_date(out[f])
-    out["messages"] = [
-        {**m, "timestamp": _as_date(m["timestamp"])}
-        if isinstance(m, dict) and "timestamp" in m
-        else m
-        for m in out["messages"]
-    ]
-    return out
+        if f in conv:
+            conv[f] = _as_date(conv[f])
+    for m in conv["messages"]:
+        if type(m) is dict:
+            ts = m.get("timestamp")
+            if type(ts) is str and len(ts) >= 10 and ts[4] == "-":
+                try:
+                    dt = _fromiso(ts[:-1] + "+00:00" if ts[-1] == "Z" else ts)
+                except ValueError:
+                    continue
+                m["timestamp"] = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return conv
 
 
 def find_conversations(value: Any) -> Iterator[dict[str, Any]]:
@@ -163,16 +200,62 @@ def find_conversations(value: Any) -> Iterator[dict[str, Any]]:
             stack.extend(reversed(v))
 
 
-@dataclass
-class Found:
-    """One conversation as found in one place of one file."""
+class _Spool:
+    """The conversations found in one file, folded per conversation and written to disk.
 
-    key: str
-    session_id: str
-    hash: str
-    time: str | None
-    path: str
-    index: int  # position among the conversations of that file
+    Per distinct key: copies, versions (content hashes), the first ``PLACES_LISTED`` positions
+    and the newest copy; one JSON array per line. The fold is flushed to disk every
+    ``FLUSH_KEYS`` distinct keys (a key may then have several lines, which the parent merges),
+    so a worker's memory stays bounded however large or varied the file; the parent reads a few
+    lines per conversation instead of one per copy.
+    """
+
+    FLUSH_KEYS = 20_000
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = path.open("wb")
+        self._fold: dict[str, list[Any]] = {}
+        self.file_no = 0
+        self.count = 0  # conversations of the current file
+
+    def start(self, file_no: int) -> None:
+        """Records from now on belong to file ``file_no``."""
+        self._flush()
+        self.file_no, self.count = file_no, 0
+
+    def add(self, conv: dict[str, Any]) -> None:
+        key = conversation_key(conv)
+        h = content_hash(conv)
+        t = conversation_time(conv)
+        idx = self.count
+        self.count += 1
+        g = self._fold.get(key)
+        if g is None:
+            self._fold[key] = [1, {h}, [idx], [conv["session_id"], h, t, idx]]
+            if len(self._fold) >= self.FLUSH_KEYS:
+                self._flush()
+            return
+        g[0] += 1
+        g[1].add(h)
+        if len(g[2]) < PLACES_LISTED:
+            g[2].append(idx)
+        if (t or "") >= (g[3][2] or ""):  # a later copy wins a tie, as in the parent's order
+            g[3] = [conv["session_id"], h, t, idx]
+
+    def _flush(self) -> None:
+        for key, (copies, versions, places, newest) in self._fold.items():
+            record = [self.file_no, key, copies, sorted(versions), places, newest]
+            try:
+                line = orjson.dumps(record)
+            except orjson.JSONEncodeError:  # a lone surrogate in a session id
+                line = json.dumps(record).encode()
+            self._fh.write(line + b"\n")
+        self._fold.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._fh.close()
 
 
 @dataclass
@@ -200,13 +283,17 @@ def _open(path: Path) -> tuple[BinaryIO, str]:
 class _Text:
     """Decoded text of a binary stream, in chunks, with the byte offset of each chunk's start."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, size_hint: int = CHUNK) -> None:
         self.raw = raw
         self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self.bytes_read = 0
+        # a small file is read in one call of its own size: asking for a whole chunk would
+        # allocate (and map and unmap) a megabyte for each of thousands of small files
+        self.chunk = min(CHUNK, max(size_hint + 1, 4096))
 
     def read(self) -> str:
-        data = self.raw.read(CHUNK)
+        data = self.raw.read(self.chunk)
+        self.chunk = CHUNK
         if data and b"\x00" in data:
             raise ValueError(
                 f"binary content (a NUL byte near byte {self.bytes_read + data.index(0)})"
@@ -223,7 +310,7 @@ def _values(path: Path, report: FileReport) -> Iterator[Any]:
     """The JSON values of a file: array elements, NDJSON lines, or the one whole value."""
     fh, report.compressed = _open(path)
     with fh:
-        text = _Text(fh)
+        text = _Text(fh, CHUNK if report.compressed else report.size)
         buf = text.read()
         consumed = 0  # characters of the file before ``buf``
         start = len(buf) - len(buf.lstrip())
@@ -271,9 +358,70 @@ def _looks_like_ndjson(buf: str) -> bool:
     return True
 
 
+class _FastRuns:
+    """Parse many array elements at once with orjson, instead of one by one.
+
+    The elements of an exported array usually all begin alike (``{"_id"``): the text of the
+    element at hand up to its first key. An occurrence of that lead after a comma, near the end of
+    the buffer, is probably where a later element starts; everything before it is parsed as one
+    JSON array. That parse succeeds only if the cut really is between two top-level elements (a
+    cut inside a string or a nested value leaves the text unbalanced), so a wrong guess costs time,
+    never a wrong result. After repeated wrong guesses the file is left to the element-by-element
+    path, which also reports damage with its offset.
+    """
+
+    ATTEMPTS = 3
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.skip = 0
+
+    def ready(self) -> bool:
+        if self.skip:
+            self.skip -= 1
+            return False
+        return self.failures < 3
+
+    def run(self, buf: str, pos: int) -> tuple[list[Any], int] | None:
+        q1 = buf.find('"', pos + 1)
+        q2 = buf.find('"', q1 + 1) if q1 != -1 else -1
+        if buf[pos] != "{" or q2 == -1 or q2 - pos > 200:
+            self._miss()
+            return None
+        lead = buf[pos : q2 + 1]
+        hi = len(buf)
+        for _ in range(self.ATTEMPTS):
+            k = buf.rfind(lead, pos + 1, hi)
+            if k == -1:
+                return None  # one element in the buffer: the slow path reads on
+            cut = k - 1
+            while cut > pos and buf[cut] in " \t\r\n":
+                cut -= 1
+            if buf[cut] == ",":
+                piece = buf[pos:cut]
+                try:
+                    values = (
+                        _DECODER.decode("[" + piece + "]")
+                        if '"$' in piece
+                        else orjson.loads("[" + piece + "]")
+                    )
+                except (orjson.JSONDecodeError, json.JSONDecodeError):
+                    values = None
+                if isinstance(values, list):
+                    return values, cut + 1
+            hi = k
+        self._miss()
+        return None
+
+    def _miss(self) -> None:
+        self.failures += 1
+        self.skip = 64
+
+
 def _array_items(text: _Text, buf: str, pos: int, report: FileReport) -> Iterator[Any]:
     offset = 0  # characters dropped from the front of buf
     eof = False
+    fast = _FastRuns()
     while True:
         # skip white space and the comma between elements
         while True:
@@ -291,6 +439,12 @@ def _array_items(text: _Text, buf: str, pos: int, report: FileReport) -> Iterato
             return
         if buf[pos] == "]":
             return
+        if fast.ready():
+            run = fast.run(buf, pos)
+            if run is not None:
+                values, pos = run
+                yield from values
+                continue
         while True:
             try:
                 value, end = _PLAIN.raw_decode(buf, pos)
@@ -336,31 +490,31 @@ def _ndjson(text: _Text, buf: str, report: FileReport) -> Iterator[Any]:
 
 
 def scan_file(
-    path_text: str, date_fields: frozenset[str] = frozenset()
-) -> tuple[FileReport, list[Found]]:
-    """Everything one file holds (run in worker processes; never raises for a bad file)."""
+    path_text: str, date_fields: frozenset[str], spool: _Spool, file_no: int = 0
+) -> FileReport:
+    """Everything one file holds, its records written to ``spool`` as file ``file_no``.
+
+    Runs in worker processes and never raises for a bad file. The cyclic garbage collector is
+    paused while parsing: parsed JSON has no cycles, and its repeated passes over millions of new
+    objects cost more than the parse.
+    """
     path = Path(path_text)
     report = FileReport(path=path_text, size=path.stat().st_size if path.exists() else 0)
-    found: list[Found] = []
+    spool.start(file_no)
+    paused = gc.isenabled()
+    gc.disable()
     try:
         for value in _values(path, report):
             for raw_conv in find_conversations(value):
-                conv = normalize(raw_conv, date_fields)
-                found.append(
-                    Found(
-                        key=conversation_key(conv),
-                        session_id=conv["session_id"],
-                        hash=content_hash(conv),
-                        time=conversation_time(conv),
-                        path=path_text,
-                        index=len(found),
-                    )
-                )
+                spool.add(normalize(raw_conv, date_fields))
     except (OSError, ValueError, EOFError, zstandard.ZstdError, RecursionError) as exc:
         report.error = str(exc) if not isinstance(exc, RecursionError) else "JSON nested too deeply"
-        report.salvaged = bool(found)
-    report.conversations = len(found)
-    return report, found
+        report.salvaged = bool(spool.count)
+    finally:
+        if paused:
+            gc.enable()
+    report.conversations = spool.count
+    return report
 
 
 _BSON_DATES: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
@@ -388,30 +542,21 @@ def archive_conversations(
                 yield doc
 
 
-def scan_archive(path: Path, keyring: KeyRing | None) -> tuple[FileReport, list[Found]]:
+def scan_archive(path: Path, keyring: KeyRing | None, spool: _Spool, file_no: int) -> FileReport:
     """One of our backup manifests: the conversations of its archive (needs the key)."""
     report = FileReport(path=str(path), size=path.stat().st_size, shape="bmc_pipeline backup")
-    found: list[Found] = []
     if keyring is None:
         report.error = "a bmc_pipeline backup: configure the backup key to look inside it"
-        return report, found
+        return report
+    spool.start(file_no)
     try:
         for conv in archive_conversations(path, keyring):
-            found.append(
-                Found(
-                    conversation_key(conv),
-                    conv["session_id"],
-                    content_hash(conv),
-                    conversation_time(conv),
-                    str(path),
-                    len(found),
-                )
-            )
+            spool.add(conv)
     except (BmcError, OSError) as exc:
         report.error = str(exc)
-        report.salvaged = bool(found)
-    report.conversations = len(found)
-    return report, found
+        report.salvaged = bool(spool.count)
+    report.conversations = spool.count
+    return report
 
 
 def conversations_of(
@@ -554,7 +699,7 @@ class ScanReport:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["format"] = "bmc-recovery-report/1"
+        d["format"] = REPORT_FORMAT
         d["date_fields"] = sorted(self.date_fields)
         return d
 
@@ -585,82 +730,200 @@ def scan(
         database=getattr(db, "name", None),
         date_fields=date_fields,
     )
-    found: list[Found] = []
-    if root is not None:
-        paths, report.problems = candidate_files(root, directories, patterns)
-        ours = [p for p in paths if backup_id_of_manifest(p.name) is not None]
-        paths = [p for p in paths if backup_id_of_manifest(p.name) is None]
-        for p in ours:
-            fr, fl = scan_archive(p, keyring)
-            report.files.append(fr)
-            found.extend(fl)
-        log(f"scanning {len(paths)} files under {root} with {workers} worker(s)")
-        results: Iterator[tuple[FileReport, list[Found]]]
-        if workers > 1 and len(paths) > 1:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(
-                scan_file, [str(p) for p in paths], [date_fields] * len(paths), chunksize=8
+    with tempfile.TemporaryDirectory(prefix="bmc-scan-") as tmp:
+        found = _Conversations()
+        if root is not None:
+            paths, report.problems = candidate_files(root, directories, patterns)
+            # files are numbered in path order (the report's order, and the tie-break between
+            # versions) but handed to the workers largest first, so that one huge file does not
+            # start last and leave the other workers idle
+            paths = sorted(paths, key=str)
+            slots: list[FileReport | None] = [None] * len(paths)
+            ours = _Spool(Path(tmp) / "ours.jsonl")
+            for i, p in enumerate(paths):
+                if backup_id_of_manifest(p.name) is not None:  # our own backups, in process
+                    slots[i] = scan_archive(p, keyring, ours, i)
+            ours.close()
+            found.load(ours.path)
+            todo = sorted(
+                (i for i in range(len(paths)) if slots[i] is None),
+                key=lambda i: -_size(paths[i]),
             )
-        else:
-            pool = None
-            results = (scan_file(str(p), date_fields) for p in paths)
-        try:
-            for i, (fr, fl) in enumerate(results, 1):
-                report.files.append(fr)
-                found.extend(fl)
-                if i % 500 == 0:
-                    log(f"{i}/{len(paths)} files scanned")
-        finally:
-            if pool is not None:
-                pool.shutdown()
-    if db is not None and collections:
-        log(f"scanning MongoDB collections: {', '.join(collections)}")
-        report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples)
-    _analyse(report, found, db[conversations_collection] if db is not None else None)
+            log(f"scanning {len(todo)} files under {root} with {workers} worker(s)")
+            tasks = _batches([(str(paths[i]), i) for i in todo], paths)
+            spools = [str(Path(tmp) / f"batch{n}.jsonl") for n in range(len(tasks))]
+            done = 0
+            if workers > 1 and len(tasks) > 1:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    futures = {
+                        pool.submit(scan_files, t, date_fields, sp): sp
+                        for t, sp in zip(tasks, spools, strict=True)
+                    }
+                    # records are folded in as each batch finishes, while the others run
+                    for fut in as_completed(futures):
+                        for i, fr in fut.result():
+                            slots[i] = fr
+                        found.load(Path(futures[fut]))
+                        done += 1
+                        if done % 20 == 0:
+                            log(f"{done}/{len(tasks)} batches of files scanned")
+            else:
+                for t, sp in zip(tasks, spools, strict=True):
+                    for i, fr in scan_files(t, date_fields, sp):
+                        slots[i] = fr
+                    found.load(Path(sp))
+            report.files = [fr for fr in slots if fr is not None]
+        if db is not None and collections:
+            log(f"scanning MongoDB collections: {', '.join(collections)}")
+            report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples)
+        _analyse(report, found, db[conversations_collection] if db is not None else None)
     return report
 
 
-def _analyse(report: ScanReport, found: list[Found], coll: Any | None) -> None:
-    by_key: dict[str, list[Found]] = {}
-    for f in found:
-        by_key.setdefault(f.key, []).append(f)
-    have = existing_keys(coll, list(by_key)) if coll is not None else set()
+_BATCH_BYTES = 8 << 20
+
+
+def _batches(items: list[tuple[str, int]], paths: list[Path]) -> list[list[tuple[str, int]]]:
+    """Files (largest first) grouped into tasks of about ``_BATCH_BYTES``: few hand-offs to the
+    workers for thousands of small files, and a big file alone in its task."""
+    tasks: list[list[tuple[str, int]]] = []
+    current: list[tuple[str, int]] = []
+    size = 0
+    for item in items:
+        n = _size(paths[item[1]])
+        if current and size + n > _BATCH_BYTES:
+            tasks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += n
+    if current:
+        tasks.append(current)
+    return tasks
+
+
+def scan_files(
+    batch: list[tuple[str, int]], date_fields: frozenset[str], spool_path: str
+) -> list[tuple[int, FileReport]]:
+    """:func:`scan_file` for a batch of (path, number), into one spool; run in a worker."""
+    spool = _Spool(Path(spool_path))
+    try:
+        return [(i, scan_file(path, date_fields, spool, i)) for path, i in batch]
+    finally:
+        spool.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+REPORT_FORMAT = "bmc-recovery-report/2"  # /2: content hashes by orjson, duplicates with copies
+PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
+_KEY_BATCH = 1000  # conversations looked up in MongoDB at a time
+
+
+class _Conversations:
+    """What the analysis needs of each distinct conversation, folded in record by record.
+
+    Per key: how many copies, which versions (content hashes), the first places in path order
+    (at most ``PLACES_LISTED``) and the newest copy. Memory grows with the number of distinct
+    conversations (as the report itself does), never with copies or file sizes; the records
+    come from the workers' spool files, one line at a time.
+    """
+
+    def __init__(self) -> None:
+        # key -> [copies, versions, places (a max-heap of negated (file, index)), newest]
+        self.by_key: dict[str, list[Any]] = {}
+        self.count = 0
+
+    def load(self, spool: Path) -> None:
+        if not spool.exists():
+            return
+        by_key = self.by_key
+        with spool.open("rb") as fh:
+            for line in fh:
+                file_no, key, copies, versions, idxs, (session, h, t, idx) = orjson.loads(line)
+                self.count += copies
+                rank = (t or "", file_no, idx)
+                g = by_key.get(key)
+                if g is None:
+                    places = [(-file_no, -i) for i in idxs]
+                    heapq.heapify(places)
+                    by_key[key] = [copies, set(versions), places, (rank, session, h, t)]
+                    continue
+                g[0] += copies
+                g[1].update(versions)
+                places = g[2]
+                for i in idxs:
+                    place = (-file_no, -i)
+                    if len(places) < PLACES_LISTED:
+                        heapq.heappush(places, place)
+                    elif place > places[0]:
+                        heapq.heapreplace(places, place)
+                    else:
+                        break  # idxs ascend: the rest of this file's places come later still
+                if rank > g[3][0]:
+                    g[3] = (rank, session, h, t)
+        spool.unlink()
+
+
+@dataclass
+class _Group:
+    key: str
+    copies: int
+    versions: int
+    places: list[str]
+    newest: tuple[str, str, str | None, int, int]  # session, hash, time, file, index
+
+
+def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> None:
+    paths = [f.path for f in report.files]
     recoverable_per_file: dict[str, int] = {}
-    for key, places in sorted(by_key.items()):
-        versions = {p.hash for p in places}
-        newest = max(places, key=lambda p: (p.time or "", p.path, p.index))
-        if len(places) > 1:
-            report.duplicates.append(
-                {"key": key, "places": [f"{p.path}#{p.index}" for p in places]}
-            )
-        if len(versions) > 1:
-            report.conflicts.append(
-                {
-                    "key": key,
-                    "versions": len(versions),
-                    "newest": f"{newest.path}#{newest.index}",
-                    "newest_time": newest.time,
-                }
-            )
-        if coll is not None and key not in have:
-            report.recoverable.append(
-                {
-                    "key": key,
-                    "session_id": newest.session_id,
-                    "path": newest.path,
-                    "index": newest.index,
-                    "hash": newest.hash,
-                }
-            )
-            recoverable_per_file[newest.path] = recoverable_per_file.get(newest.path, 0) + 1
+
+    def settle(batch: list[_Group]) -> None:
+        have = existing_keys(coll, [g.key for g in batch]) if coll is not None else set()
+        for g in batch:
+            session, h, t, file, idx = g.newest
+            newest_place = f"{paths[file]}#{idx}"
+            if g.copies > 1:
+                report.duplicates.append({"key": g.key, "copies": g.copies, "places": g.places})
+            if g.versions > 1:
+                report.conflicts.append(
+                    {"key": g.key, "versions": g.versions, "newest": newest_place, "newest_time": t}
+                )
+            if coll is not None and g.key not in have:
+                report.recoverable.append(
+                    {
+                        "key": g.key,
+                        "session_id": session,
+                        "path": paths[file],
+                        "index": idx,
+                        "hash": h,
+                    }
+                )
+                recoverable_per_file[paths[file]] = recoverable_per_file.get(paths[file], 0) + 1
+
+    batch: list[_Group] = []
+    for key in sorted(found.by_key):
+        copies, versions, places, (rank, session, h, t) = found.by_key[key]
+        _, file_no, idx = rank
+        listed = [f"{paths[-f]}#{-i}" for f, i in sorted(places, reverse=True)]
+        batch.append(_Group(key, copies, len(versions), listed, (session, h, t, file_no, idx)))
+        if len(batch) >= _KEY_BATCH:
+            settle(batch)
+            batch = []
+    settle(batch)
+    unique = len(found.by_key)
     for fr in report.files:
         fr.recoverable = recoverable_per_file.get(fr.path, 0)
     errors = [f for f in report.files if f.error]
     report.summary = {
         "files_scanned": len(report.files),
         "files_with_conversations": sum(1 for f in report.files if f.conversations),
-        "conversations_found": len(found),
-        "unique_conversations": len(by_key),
+        "conversations_found": found.count,
+        "unique_conversations": unique,
         "duplicates": len(report.duplicates),
         "conflicts": len(report.conflicts),
         "recoverable": len(report.recoverable) if coll is not None else None,
@@ -683,15 +946,15 @@ def _analyse(report: ScanReport, found: list[Found], coll: Any | None) -> None:
             f"{len(errors)} file(s) could not be read completely (see 'files'); conversations before "
             "the damage were kept where possible. Keep the originals until recovery is verified."
         )
-    if coll is None and by_key:
+    if coll is None and unique:
         recs.append(
             f"MongoDB was not consulted: scan with --source all to learn which of the "
-            f"{len(by_key)} conversation(s) found on disk it lacks"
+            f"{unique} conversation(s) found on disk it lacks"
         )
     if not recs:
         recs.append(
             "nothing to recover: every conversation found on disk is in MongoDB"
-            if by_key
+            if unique
             else "no conversations found on disk"
         )
     report.recommendations = recs
@@ -780,6 +1043,12 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
         data = json.loads(report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BmcError(f"{report_path}: cannot read the scan report: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise BmcError(
+            f"{report_path} is not a scan report of this version (format "
+            f"{data.get('format') if isinstance(data, dict) else None!r}, expected "
+            f"{REPORT_FORMAT!r}); scan again with 'bmc-backup scan' and recover from the new report"
+        )
     date_fields = frozenset(data.get("date_fields", []))
     wanted: dict[str, dict[int, str]] = {}
     for r in data.get("recoverable", []):
