@@ -245,7 +245,7 @@ def test_our_own_backups_are_read_through_their_manifests_with_the_key(
 @pytest.mark.parametrize("micros", [0, 94_000, 123_456])
 def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) -> None:
     """A conversation written with json.dumps(default=str) and read back is the same version."""
-    from bmc_pipeline.engine.scanner import content_hash, conversation_time, normalize
+    from bmc_pipeline.engine.scanner import content_hash, conversation_epoch, normalize
 
     at = datetime(2026, 10, 23, 15, 26, 58, micros, tzinfo=timezone.utc)
     in_db = {
@@ -261,4 +261,4 @@ def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) ->
     assert exported["messages"][0]["timestamp"] == str(at)
     back = normalize(exported, frozenset({"created_at", "updated_at"}))
     assert content_hash(back) == content_hash(in_db)
-    assert conversation_time(back) == conversation_time(in_db) == at.isoformat()
+    assert conversation_epoch(back) == conversation_epoch(in_db) == at.timestamp()

@@ -131,19 +131,31 @@ def content_hash(conv: dict[str, Any]) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def conversation_time(conv: dict[str, Any]) -> str | None:
-    """``updated_at``, else the last message's ``timestamp``, as ISO text (for "which is newer")."""
+def conversation_epoch(conv: dict[str, Any]) -> float | None:
+    """When a conversation was last changed: ``updated_at``, else its last message's time.
+
+    As seconds since 1970, for ranking copies: numbers compare correctly across time zones (ISO
+    text with different offsets does not) and cost less to produce than text; the report turns
+    the newest one back into ISO text. ``None`` when the conversation carries no time at all.
+    """
     t = conv.get("updated_at")
-    if not isinstance(t, datetime):
-        times: list[datetime] = []
-        for m in conv["messages"]:
-            ts = m.get("timestamp") if isinstance(m, dict) else None
-            if isinstance(ts, datetime):
-                times.append(ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc))
-        t = max(times) if times else None
-    if isinstance(t, datetime):
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
-    return None
+    if type(t) is not datetime:
+        times = [
+            m["timestamp"]
+            for m in conv["messages"]
+            if type(m) is dict and type(m.get("timestamp")) is datetime
+        ]
+        if not times:
+            return None
+        t = max(
+            times,
+            key=lambda d: d.timestamp() if d.tzinfo else d.replace(tzinfo=timezone.utc).timestamp(),
+        )
+    return float(t.timestamp() if t.tzinfo else t.replace(tzinfo=timezone.utc).timestamp())
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
 _HEX24 = frozenset("0123456789abcdef")
@@ -227,7 +239,7 @@ class _Spool:
     def add(self, conv: dict[str, Any]) -> None:
         key = conversation_key(conv)
         h = content_hash(conv)
-        t = conversation_time(conv)
+        t = conversation_epoch(conv)
         idx = self.count
         self.count += 1
         g = self._fold.get(key)
@@ -240,7 +252,8 @@ class _Spool:
         g[1].add(h)
         if len(g[2]) < PLACES_LISTED:
             g[2].append(idx)
-        if (t or "") >= (g[3][2] or ""):  # a later copy wins a tie, as in the parent's order
+        if (t if t is not None else _NO_TIME) >= (g[3][2] if g[3][2] is not None else _NO_TIME):
+            # a later copy wins a tie, as in the parent's order
             g[3] = [conv["session_id"], h, t, idx]
 
     def _flush(self) -> None:
@@ -819,6 +832,7 @@ def _size(path: Path) -> int:
         return 0
 
 
+_NO_TIME = float("-inf")  # a copy without any time ranks below every dated one
 REPORT_FORMAT = "bmc-recovery-report/2"  # /2: content hashes by orjson, duplicates with copies
 PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
 _KEY_BATCH = 1000  # conversations looked up in MongoDB at a time
@@ -846,7 +860,7 @@ class _Conversations:
             for line in fh:
                 file_no, key, copies, versions, idxs, (session, h, t, idx) = orjson.loads(line)
                 self.count += copies
-                rank = (t or "", file_no, idx)
+                rank = (t if t is not None else _NO_TIME, file_no, idx)
                 g = by_key.get(key)
                 if g is None:
                     places = [(-file_no, -i) for i in idxs]
@@ -875,7 +889,7 @@ class _Group:
     copies: int
     versions: int
     places: list[str]
-    newest: tuple[str, str, str | None, int, int]  # session, hash, time, file, index
+    newest: tuple[str, str, float | None, int, int]  # session, hash, epoch, file, index
 
 
 def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> None:
@@ -891,7 +905,12 @@ def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> Non
                 report.duplicates.append({"key": g.key, "copies": g.copies, "places": g.places})
             if g.versions > 1:
                 report.conflicts.append(
-                    {"key": g.key, "versions": g.versions, "newest": newest_place, "newest_time": t}
+                    {
+                        "key": g.key,
+                        "versions": g.versions,
+                        "newest": newest_place,
+                        "newest_time": _iso(t),
+                    }
                 )
             if coll is not None and g.key not in have:
                 report.recoverable.append(
