@@ -114,6 +114,8 @@ def conversation_key(conv: dict[str, Any]) -> str:
 
 def _hash_default(value: Any) -> Any:
     """BSON types that JSON lacks, as canonical Extended JSON (for :func:`content_hash`)."""
+    if type(value) is bson.ObjectId:  # nearly every call: the _id, written as json_util would
+        return {"$oid": str(value)}
     return json_util.default(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
