@@ -262,3 +262,36 @@ def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) ->
     back = normalize(exported, frozenset({"created_at", "updated_at"}))
     assert content_hash(back) == content_hash(in_db)
     assert conversation_epoch(back) == conversation_epoch(in_db) == at.timestamp()
+
+
+def test_parallel_batches_give_the_same_report_as_one_process(
+    tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches of one file each, every file goes through the worker pool and the fold."""
+    import bmc_pipeline.engine.scanner as scanner
+
+    def run(workers: int) -> dict[str, Any]:
+        report = scan(
+            root=tree,
+            directories=settings.scanner.directories,
+            patterns=settings.scanner.patterns,
+            db=None,
+            collections={},
+            workers=workers,
+        ).as_dict()
+        return {k: v for k, v in report.items() if k != "generated_at"}
+
+    one = run(1)
+    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)
+    assert (
+        len(
+            scanner._batches(
+                [(str(p), i) for i, p in enumerate(tree.rglob("*.json"))],
+                list(tree.rglob("*.json")),
+            )
+        )
+        > 5
+    )
+    two = run(2)
+    assert two == one
+    assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2

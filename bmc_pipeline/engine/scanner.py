@@ -29,6 +29,8 @@ import gzip
 import hashlib
 import heapq
 import json
+import multiprocessing
+import multiprocessing.context
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -769,7 +771,7 @@ def scan(
             spools = [str(Path(tmp) / f"batch{n}.jsonl") for n in range(len(tasks))]
             done = 0
             if workers > 1 and len(tasks) > 1:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
                     futures = {
                         pool.submit(scan_files, t, date_fields, sp): sp
                         for t, sp in zip(tasks, spools, strict=True)
@@ -825,6 +827,16 @@ def scan_files(
         return [(i, scan_file(path, date_fields, spool, i)) for path, i in batch]
     finally:
         spool.close()
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process where there is one (Linux).
+
+    A scan may run in a threaded process (the API's thread pool, a Dagster step); forking such a
+    process copies locks other threads may hold, which can hang the child.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
 
 
 def _size(path: Path) -> int:
