@@ -446,3 +446,38 @@ def test_the_api_matches_its_openapi_document(
         )
 
     check()
+
+
+def test_a_second_backup_while_one_runs_is_refused_with_409(
+    served: tuple[str, str], tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import bmc_pipeline.launch as launch
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_backup(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        started.set()
+        assert release.wait(30)
+        raise launch.BmcError("stopped by the test")
+
+    monkeypatch.setattr(launch, "run_backup", slow_backup)
+    url, token = served
+    first: dict[str, int] = {}
+
+    def call() -> None:
+        with client(url, tls, token) as c:
+            first["status"] = c.post("/api/recovery/backup").status_code
+
+    t = threading.Thread(target=call)
+    t.start()
+    try:
+        assert started.wait(30)
+        with client(url, tls, token) as c:
+            r = c.post("/api/recovery/backup")
+            assert r.status_code == 409 and "already running" in r.json()["detail"]
+    finally:
+        release.set()
+        t.join(30)
+    assert first["status"] == 400  # the first one ran (and failed as the test made it)
