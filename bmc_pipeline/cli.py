@@ -227,6 +227,28 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 5
 
 
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from bmc_pipeline.engine.retention import delete_backup
+    from bmc_pipeline.engine.store import check_backup_id
+
+    check_backup_id(args.backup_id)  # an exact id: never 'latest' for something this final
+    if args.confirm != args.backup_id:
+        raise BmcError(
+            f"deleting is permanent: repeat the backup id to confirm "
+            f"(bmc-backup delete {args.backup_id} --confirm {args.backup_id})"
+        )
+    d = Deployment(settings)
+    result = delete_backup(d.store(), d.keyring(), args.backup_id, d.remote())
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"deleted backup {result['backup_id']}"
+            + (" (and its remote copy)" if d.remote() else "")
+        )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     keyring = _keyring(settings)
@@ -588,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("backup_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_pull)
+
+    s = sub.add_parser("delete", help="delete one backup (retention guards apply)")
+    s.add_argument("backup_id")
+    s.add_argument("--confirm", required=True, help="the same backup id again")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_delete)
 
     s = sub.add_parser("validate", help="verify a backup completely (exit 0 only if intact)")
     s.add_argument("backup_id", help="a backup id, or 'latest'")

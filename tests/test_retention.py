@@ -152,3 +152,24 @@ def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_b
     assert result.blobs_deleted == 2  # the two versions of the file only the deleted backups held
     assert len(list((store.root / "blobs").glob("*/*"))) == blobs_before - 2
     os.environ.pop("BMC_BACKUP_KEY", None)
+
+
+def test_delete_command_needs_the_id_twice_and_respects_the_guards(
+    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    db = connect(s.mongodb.uri)[s.mongodb.database]
+    seed_database(db, 5, seed=2)
+    engine = BackupEngine(s, db, BackupStore(s.backup_dir), KeyRing([key]))
+    old = engine.run("full", ["quotes"], now=at("2026-11-20"), include_files=False).backup_id
+    new = engine.run("full", ["quotes"], now=at("2026-11-24"), include_files=False).backup_id
+    cfg = str(write_config(s, tmp_path / "cfg.json"))
+    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
+
+    assert main(["--config", cfg, "delete", old, "--confirm", new]) == 1
+    assert "repeat the backup id" in capsys.readouterr().err
+    assert main(["--config", cfg, "delete", "latest", "--confirm", "latest"]) == 4
+    assert main(["--config", cfg, "delete", new, "--confirm", new]) == 9  # the newest full
+    assert "newest full backup of quotes" in capsys.readouterr().err
+    assert main(["--config", cfg, "delete", old, "--confirm", old]) == 0
+    assert [r.backup_id for r in BackupStore(s.backup_dir).refs()] == [new]
