@@ -286,4 +286,13 @@ def test_parallel_batches_give_the_same_report_as_one_process(
     assert len(scanner._batches([("a", 0), ("b", 1)], [tree, tree])) == 2  # a file per task
     two = run(2)
     assert two == one
+    # from a thread (as in the API or a Dagster step) workers come from a fork server
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        in_thread = pool.submit(run, 2).result()
+        assert pool.submit(lambda: scanner._mp_context().get_start_method()).result() == (
+            "forkserver"
+        )
+    assert in_thread == one
     assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2

@@ -32,7 +32,9 @@ import json
 import multiprocessing
 import multiprocessing.context
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -830,13 +832,17 @@ def scan_files(
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a clean server process where there is one (Linux).
+    """How to start the workers: from a fork server when this process runs other threads.
 
     A scan may run in a threaded process (the API's thread pool, a Dagster step); forking such a
-    process copies locks other threads may hold, which can hang the child.
+    process copies locks other threads may hold, which can hang the child, so workers then come
+    from a clean server process (Linux). A single-threaded process (the command line, a script)
+    forks directly: no such hazard, and no re-import of an unguarded ``__main__`` script.
     """
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+    if threading.active_count() > 1 and "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
 
 
 def _size(path: Path) -> int:
