@@ -38,10 +38,7 @@ def _keyring(settings: Settings) -> KeyRing:
 
 def _keyring_if_any(settings: Settings) -> KeyRing | None:
     """The key ring, or None where none is configured (for commands that can do without)."""
-    try:
-        return _keyring(settings)
-    except BmcError:
-        return None
+    return Deployment(settings).keyring_if_any()
 
 
 def _date(text: str) -> date:
@@ -443,19 +440,10 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import datetime, timedelta, timezone
+    from bmc_pipeline.engine.health import health_markdown
+    from bmc_pipeline.launch import health_now
 
-    import dagster as dg
-
-    from bmc_pipeline.engine.health import health_markdown, health_report
-    from bmc_pipeline.launch import backup_run_history, dagster_home
-
-    dagster_home(settings)
-    now = datetime.now(timezone.utc)
-    with dg.DagsterInstance.get() as instance:
-        runs = backup_run_history(instance, now - timedelta(days=30))
-    d = Deployment(settings)
-    h = health_report(settings, d.store(), d.keyring(), runs, now)
+    h = health_now(settings)
     if args.json:
         _print_json(h)
     else:

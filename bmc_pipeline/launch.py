@@ -63,6 +63,21 @@ def backup_run_history(instance: dg.DagsterInstance, since: datetime) -> list[Ru
     return out
 
 
+def health_now(settings: Settings) -> dict[str, Any]:
+    """The health report at this moment, with the last 30 days of backup runs from Dagster."""
+    from datetime import timedelta
+
+    from bmc_pipeline.engine.deployment import Deployment
+    from bmc_pipeline.engine.health import health_report
+
+    dagster_home(settings)
+    now = datetime.now(timezone.utc)
+    with dg.DagsterInstance.get() as instance:
+        runs = backup_run_history(instance, now - timedelta(days=30))
+    d = Deployment(settings)
+    return health_report(settings, d.store(), d.keyring(), runs, now)
+
+
 def current_partition(backup_type: str) -> str:
     """The partition that holds 'now': the current day, or the current 6-hour window."""
     key = PARTITIONS[backup_type].get_last_partition_key()
@@ -108,6 +123,34 @@ def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
     raise cls(f"{what} failed (run {result.run_id}): {text}")
 
 
+def _execute(
+    settings: Settings,
+    job_name: str,
+    what: str,
+    *,
+    launched_by: str,
+    run_config: dict[str, Any] | None = None,
+    **options: Any,
+) -> dg.ExecuteInProcessResult:
+    """Run a job in this process against the local instance; a failed run raises its error."""
+    dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def(job_name)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={
+                **(run_config or {}),
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            tags={"bmc/launched_by": launched_by},
+            **options,
+        )
+    if not result.success:
+        _raise_run_failure(what, result)
+    return result
+
+
 def run_op_job(
     settings: Settings,
     job_name: str,
@@ -117,20 +160,13 @@ def run_op_job(
     launched_by: str,
 ) -> dict[str, Any]:
     """Run a one-op job (restore, rollback, scan) in this process; returns the op's output."""
-    dagster_home(settings)
-    job = build_definitions(settings).resolve_job_def(job_name)
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config={
-                "ops": {op_name: {"config": op_config}},
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            },
-            tags={"bmc/launched_by": launched_by},
-        )
-    if not result.success:
-        _raise_run_failure(job_name.replace("_job", ""), result)
+    result = _execute(
+        settings,
+        job_name,
+        job_name.replace("_job", ""),
+        launched_by=launched_by,
+        run_config={"ops": {op_name: {"config": op_config}}},
+    )
     output = result.output_for_node(op_name)
     assert isinstance(output, dict)
     return {**output, "run_id": result.run_id}
@@ -158,20 +194,14 @@ def run_backup(
     selection = [collection_key(backup_type, c) for c in names] + [backup_set_key(backup_type)]
     if include_files:
         selection.append(files_key(backup_type))
-    dagster_home(settings)
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(BACKUP_JOB_NAMES[backup_type])
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=partition_key or current_partition(backup_type),
-            asset_selection=selection,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={"bmc/launched_by": launched_by},
-        )
-    if not result.success:
-        _raise_run_failure(f"{backup_type} backup", result)
+    result = _execute(
+        settings,
+        BACKUP_JOB_NAMES[backup_type],
+        f"{backup_type} backup",
+        launched_by=launched_by,
+        partition_key=partition_key or current_partition(backup_type),
+        asset_selection=selection,
+    )
     for mat in result.asset_materializations_for_node(f"{backup_type}_backup"):
         if mat.asset_key == backup_set_key(backup_type):
             summary = mat.metadata["summary"].value

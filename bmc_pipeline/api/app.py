@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -323,7 +323,7 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
         if collection:
             check_collection_name(collection)
         db = deployment.database() if source != ScanSource.filesystem else None
-        keyring = _keyring_if_any(deployment)
+        keyring = deployment.keyring_if_any()
         report = scan_settings(
             settings, source=source.value, collection=collection, db=db, keyring=keyring
         )
@@ -464,7 +464,7 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
         date_to: date | None = None,
     ) -> BackupList:
         store = deployment.store()
-        keyring = _keyring_if_any(deployment)
+        keyring = deployment.keyring_if_any()
         refs = list(reversed(store.refs(backup_type=type, date_from=date_from, date_to=date_to)))
         page = refs[offset : offset + limit]
         rows = []
@@ -542,17 +542,9 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
 
     @r.get("/status", summary="backup health: freshness, success rates, storage, risks")
     def status_endpoint() -> dict[str, Any]:
-        import dagster as dg
+        from bmc_pipeline.launch import health_now
 
-        from bmc_pipeline.engine.health import health_report
-        from bmc_pipeline.launch import backup_run_history, dagster_home
-
-        dagster_home(settings)
-        now = datetime.now(timezone.utc)
-        with dg.DagsterInstance.get() as instance:
-            runs = backup_run_history(instance, now - timedelta(days=30))
-        h = health_report(settings, deployment.store(), deployment.keyring(), runs, now)
-        return dict(_jsonable(h))
+        return dict(_jsonable(health_now(settings)))
 
     app.include_router(r)
     tokens = TokenStore.for_settings(settings)
@@ -581,10 +573,3 @@ def _relative(settings: Settings, path: str) -> str:
         return str(p.resolve().relative_to(root.resolve()))
     except ValueError:
         return p.name
-
-
-def _keyring_if_any(deployment: Deployment) -> Any:
-    try:
-        return deployment.keyring()
-    except E.KeyConfigError:
-        return None

@@ -188,7 +188,7 @@ class ApiGuard:
                 auth = value.decode("latin-1")
         scheme, _, secret = auth.partition(" ")
         presented = scheme.lower() == "bearer" and bool(secret.strip())
-        try:
+        try:  # the tokens file is read on each request, so a revoked token stops at once
             token = self.tokens.authenticate(secret.strip()) if presented else None
         except BmcError as exc:
             log.error("API tokens cannot be read: %s", exc)

@@ -37,7 +37,7 @@ from typing import Any
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import KeyRing, audit_mac, constant_time_equal
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import BmcError, KeyConfigError
+from bmc_pipeline.engine.errors import BmcError
 
 GENESIS = "0" * 64
 _SECRET_NAME = re.compile(r"key|token|password|secret|authorization|webhook|cookie", re.I)
@@ -367,8 +367,7 @@ class VerifyResult:
 def audit_log_for(settings: Settings, keyring: KeyRing | None = None) -> AuditLog:
     """The deployment's audit log, keyed when a backup key is configured."""
     if keyring is None:
-        with contextlib.suppress(KeyConfigError):
-            keyring = Deployment(settings).keyring()
+        keyring = Deployment(settings).keyring_if_any()
     return AuditLog(
         settings.path(settings.audit.path), keyring, file_mode=settings.storage.file_mode
     )

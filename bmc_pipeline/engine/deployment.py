@@ -19,6 +19,7 @@ from bmc_pipeline.engine.alerts import (
     SmtpChannel,
 )
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
+from bmc_pipeline.engine.errors import KeyConfigError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.remote import RemoteStore
@@ -33,6 +34,13 @@ class Deployment:
         s = self.settings
         key_file = s.path(s.encryption.key_file) if s.encryption.key_file else None
         return load_keyring(s.backup_key, key_file)
+
+    def keyring_if_any(self) -> KeyRing | None:
+        """The key ring, or None where none is configured (for work that can do without)."""
+        try:
+            return self.keyring()
+        except KeyConfigError:
+            return None
 
     def store(self) -> BackupStore:
         s = self.settings

@@ -171,7 +171,7 @@ _fromiso = datetime.fromisoformat
 def _as_date(v: Any) -> Any:
     if isinstance(v, str) and len(v) >= 10 and v[4] == "-":
         try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            dt = _fromiso(v[:-1] + "+00:00" if v[-1] == "Z" else v)
         except ValueError:
             return v
         return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
