@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 from datetime import datetime, timedelta, timezone
@@ -244,8 +245,14 @@ def test_our_own_backups_are_read_through_their_manifests_with_the_key(
 
 @pytest.mark.parametrize("micros", [0, 94_000, 123_456])
 def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) -> None:
-    """A conversation written with json.dumps(default=str) and read back is the same version."""
-    from bmc_pipeline.engine.scanner import content_hash, conversation_epoch, normalize
+    """A conversation written with json.dumps(default=str), or as ISO text in another time zone,
+    is the same version as the document in MongoDB, and recovers to exactly that document."""
+    from bmc_pipeline.engine.scanner import (
+        canonical,
+        content_hash,
+        conversation_epoch,
+        to_document,
+    )
 
     at = datetime(2026, 10, 23, 15, 26, 58, micros, tzinfo=timezone.utc)
     in_db = {
@@ -257,11 +264,52 @@ def test_an_exported_conversation_hashes_like_the_one_in_mongodb(micros: int) ->
             {"role": "assistant", "content": "¿en qué te ayudo?", "timestamp": at},
         ],
     }
+    dates = frozenset({"created_at", "updated_at"})
     exported = json.loads(json.dumps(in_db, default=str))
     assert exported["messages"][0]["timestamp"] == str(at)
-    back = normalize(exported, frozenset({"created_at", "updated_at"}))
-    assert content_hash(back) == content_hash(in_db)
-    assert conversation_epoch(back) == conversation_epoch(in_db) == at.timestamp()
+    elsewhere = json.loads(json.dumps(in_db, default=str))
+    montevideo = at.astimezone(timezone(timedelta(hours=-3)))
+    elsewhere["messages"][1]["timestamp"] = montevideo.isoformat()  # 'T', -03:00
+    elsewhere["created_at"] = at.isoformat().replace("+00:00", "Z")
+    mongo_form = canonical(copy.deepcopy(in_db), dates)
+    for other in (exported, elsewhere):
+        form = canonical(other, dates)
+        assert content_hash(form) == content_hash(mongo_form)
+        assert conversation_epoch(form) == conversation_epoch(mongo_form) == at.timestamp()
+        assert to_document(form, dates) == in_db
+    # a date in another shape than the scan form's is another version
+    changed = canonical(json.loads(json.dumps(in_db, default=str)), dates)
+    changed["messages"][0]["timestamp"] = str(at + timedelta(seconds=1))
+    assert content_hash(changed) != content_hash(mongo_form)
+
+
+def test_text_shaped_like_a_date_that_is_not_one_stays_text() -> None:
+    """The scan form never changes text of the date shape, and recovery keeps what is not a date."""
+    from bmc_pipeline.engine.scanner import canonical, conversation_epoch, to_document
+
+    odd = "2026-13-45 99:00:00+00:00"  # the shape, not a date
+    conv = {
+        "session_id": "s",
+        "updated_at": "yesterday",
+        "messages": [
+            {"timestamp": odd},
+            {"timestamp": "2026-10-23 15:26:58+00:00"},
+            {"timestamp": None},
+            "not a message",
+        ],
+    }
+    form = canonical(copy.deepcopy(conv), frozenset({"updated_at"}))
+    assert form == conv
+    # the latest real date is used; the odd text sorts above it but is not a date
+    assert (
+        conversation_epoch(form)
+        == datetime(2026, 10, 23, 15, 26, 58, tzinfo=timezone.utc).timestamp()
+    )
+    doc = to_document(form, frozenset({"updated_at"}))
+    assert doc["messages"][0]["timestamp"] == odd and doc["updated_at"] == "yesterday"
+    assert doc["messages"][1]["timestamp"] == datetime(
+        2026, 10, 23, 15, 26, 58, tzinfo=timezone.utc
+    )
 
 
 def test_parallel_batches_give_the_same_report_as_one_process(
@@ -296,3 +344,54 @@ def test_parallel_batches_give_the_same_report_as_one_process(
         )
     assert in_thread == one
     assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2
+
+
+def test_malformed_extended_json_keeps_its_conversation_and_the_scan_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalid ``$oid`` or ``$date`` stays what the file says; an unforeseen failure in one
+    file is that file's error, and the other files are still scanned."""
+    import bmc_pipeline.engine.scanner as scanner
+
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "backup_bad_ejson.json").write_text(
+        '[{"_id": {"$oid": "zz"}, "session_id": "a", "messages": []},'
+        ' {"session_id": "b", "messages": [{"timestamp": {"$date": "soon"}}]},'
+        ' {"session_id": "c", "messages": [{"timestamp": {"$date": "2026-11-01T00:00:00Z"}}]}]'
+    )
+    (root / "backup_fine.json").write_text(ej([conv("A")]))
+
+    def run() -> Any:
+        return scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
+                    collections={}, workers=1)  # fmt: skip
+
+    report = run()
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["backup_bad_ejson.json"].conversations == 3
+    assert by_name["backup_bad_ejson.json"].error is None
+    keys = {g["key"] for g in report.duplicates} | {g["key"] for g in report.conflicts}
+    assert not keys and report.summary["unique_conversations"] == 4
+    (conv_c,) = [
+        c
+        for c in scanner.conversations_of(root / "backup_bad_ejson.json", frozenset())
+        if c["session_id"] == "c"
+    ]
+    assert conv_c["messages"][0]["timestamp"] == "2026-11-01 00:00:00+00:00"  # scan form
+
+    real_canonical = scanner.canonical
+
+    def explode(conv: dict[str, Any], dates: frozenset[str]) -> dict[str, Any]:
+        if conv["session_id"] == "b":
+            raise LookupError("something nobody foresaw")
+        return real_canonical(conv, dates)
+
+    monkeypatch.setattr(scanner, "canonical", explode)
+    report = run()
+    by_name = {Path(f.path).name: f for f in report.files}
+    bad = by_name["backup_bad_ejson.json"]
+    assert bad.error == "could not be read: LookupError: something nobody foresaw"
+    assert bad.salvaged and bad.conversations == 1  # "a", before the failure
+    assert (
+        by_name["backup_fine.json"].conversations == 1 and by_name["backup_fine.json"].error is None
+    )

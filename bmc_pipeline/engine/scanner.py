@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import multiprocessing.context
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -60,15 +61,37 @@ MAX_WHOLE_FILE = 512 << 20  # a non-array JSON file larger than this is reported
 
 
 def _ejson_hook(obj: dict[str, Any]) -> Any:
-    """Extended JSON to BSON types, for the objects that can be Extended JSON (a ``$`` key)."""
+    """Extended JSON to BSON types, for the objects that can be Extended JSON (a ``$`` key).
+
+    A malformed one (``{"$oid": "zz"}``, ``{"$date": "soon"}``) stays the plain object it is:
+    what the file says is kept, and one bad value does not cost the conversation around it.
+    """
     for k in obj:
         if k.startswith("$"):
-            return json_util.object_hook(obj)
+            try:
+                return json_util.object_hook(obj)
+            except (bson.errors.BSONError, ValueError, TypeError, KeyError, OverflowError):
+                return obj
     return obj
 
 
 _DECODER = json.JSONDecoder(object_hook=_ejson_hook)
 _PLAIN = json.JSONDecoder()  # for text with no '"$': no Python call per object
+
+
+def _may_hold_ejson(text: str) -> bool:
+    """Whether ``text`` has a ``"$`` (an Extended JSON key such as ``"$oid"`` may begin there).
+
+    Looks for the rare ``$`` first: ``'"$' in text`` is searched character by character because
+    quotes are everywhere in JSON, ``find("$")`` by a word-wide scan (50 against 0.6 microseconds
+    for 50 kB, measured); a price like ``US$ 120`` costs one look back.
+    """
+    i = text.find("$")
+    while i != -1:
+        if i and text[i - 1] == '"':
+            return True
+        i = text.find("$", i + 1)
+    return False
 
 
 def _decode(text: str) -> Any:
@@ -77,7 +100,7 @@ def _decode(text: str) -> Any:
     Where orjson refuses what the standard library accepts (NaN, integers beyond 64 bits, lone
     surrogates), the standard library decides, so the result never depends on which one ran.
     """
-    if '"$' in text:
+    if _may_hold_ejson(text):
         return _DECODER.decode(text)
     try:
         return orjson.loads(text)
@@ -103,11 +126,14 @@ def is_conversation(obj: Any) -> bool:
 def conversation_key(conv: dict[str, Any]) -> str:
     """The identity a conversation is matched by: its ``_id`` if it has one, else its session.
 
-    The ``_id`` is written as canonical Extended JSON; ObjectIds and strings, nearly every
-    ``_id`` there is, take a shortcut that gives the same text without the general encoder.
+    The ``_id`` is written as canonical Extended JSON; ObjectIds (``{"$oid": ...}`` in the scan
+    form) and strings, nearly every ``_id`` there is, take a shortcut that gives the same text
+    without the general encoder.
     """
     if "_id" in conv:
         i = conv["_id"]
+        if type(i) is dict and len(i) == 1 and type(oid := i.get("$oid")) is str:
+            return '_id:{"$oid": "' + oid + '"}'
         if type(i) is bson.ObjectId:
             return '_id:{"$oid": "' + str(i) + '"}'
         if type(i) is str:
@@ -118,17 +144,17 @@ def conversation_key(conv: dict[str, Any]) -> str:
 
 def _hash_default(value: Any) -> Any:
     """BSON types that JSON lacks, as canonical Extended JSON (for :func:`content_hash`)."""
-    if type(value) is bson.ObjectId:  # nearly every call: the _id, written as json_util would
+    if type(value) is bson.ObjectId:
         return {"$oid": str(value)}
     return json_util.default(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
 def content_hash(conv: dict[str, Any]) -> str:
-    """Identifies a version of a conversation: SHA-256 of a canonical encoding.
+    """Identifies a version of a conversation: SHA-256 of its scan form (see :func:`canonical`).
 
-    orjson (dates as RFC 3339, other BSON types as canonical Extended JSON) is several times
-    faster than encoding BSON, and this runs once per conversation found. Key order counts, as
-    it does in MongoDB.
+    Encoded by orjson (other BSON types as canonical Extended JSON): several times faster than
+    encoding BSON, and this runs once per conversation found. Key order counts, as it does in
+    MongoDB.
     """
     try:
         data = orjson.dumps(conv, default=_hash_default)
@@ -137,27 +163,77 @@ def content_hash(conv: dict[str, Any]) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def conversation_epoch(conv: dict[str, Any]) -> float | None:
-    """When a conversation was last changed: ``updated_at``, else its last message's time.
+def _is_date_text(v: str) -> bool:
+    """Shaped as the scan form writes a date: ``YYYY-MM-DD HH:MM:SS[.ffffff]+00:00``.
 
-    As seconds since 1970, for ranking copies: numbers compare correctly across time zones (ISO
-    text with different offsets does not) and cost less to produce than text; the report turns
-    the newest one back into ISO text. ``None`` when the conversation carries no time at all.
+    Only the shape is looked at. That is enough for the scan form to be well defined (text of this
+    shape is never changed), and it is what ``str()`` of a UTC datetime, and so
+    ``json.dumps(default=str)``, writes. Whether it is a real date is settled where one is needed
+    (:func:`conversation_epoch`, :func:`to_document`), and text that is not stays text.
     """
-    t = conv.get("updated_at")
-    if type(t) is not datetime:
-        times = [
-            m["timestamp"]
-            for m in conv["messages"]
-            if type(m) is dict and type(m.get("timestamp")) is datetime
-        ]
-        if not times:
-            return None
-        t = max(
-            times,
-            key=lambda d: d.timestamp() if d.tzinfo else d.replace(tzinfo=timezone.utc).timestamp(),
-        )
-    return float(t.timestamp() if t.tzinfo else t.replace(tzinfo=timezone.utc).timestamp())
+    n = len(v)
+    return ((n == 32 and v[19] == ".") or n == 25) and v[10] == " " and v.endswith("+00:00")
+
+
+_fromiso = datetime.fromisoformat
+
+
+def _date_text(v: Any) -> Any:
+    """A date as the scan form writes it (see :func:`_is_date_text`); anything else unchanged.
+
+    Dates are datetimes (BSON, Extended JSON) or ISO-8601 text in any offset, with or without
+    ``Z``, fraction or time; a date without an offset is taken as UTC, as MongoDB stores it.
+    """
+    if type(v) is str:
+        if _is_date_text(v) or len(v) < 10 or v[4] != "-":
+            return v
+        try:
+            v = _fromiso(v[:-1] + "+00:00" if v[-1] == "Z" else v)
+        except ValueError:
+            return v
+    elif not isinstance(v, datetime):
+        return v
+    return str(v.astimezone(timezone.utc) if v.tzinfo else v.replace(tzinfo=timezone.utc))
+
+
+def _date_value(v: Any) -> Any:
+    """Scan-form date text back to a datetime (UTC); anything else unchanged."""
+    if type(v) is str and _is_date_text(v):
+        try:
+            return _fromiso(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _epoch(v: Any) -> float | None:
+    d = _date_value(v)
+    return d.timestamp() if type(d) is datetime else None
+
+
+def conversation_epoch(conv: dict[str, Any]) -> float | None:
+    """When a conversation (in scan form) was last changed: ``updated_at``, else its last message.
+
+    As seconds since 1970, for ranking copies: numbers compare correctly whatever the source's
+    time zone, and the report turns the newest back into ISO text. The scan form writes every
+    date in UTC in one shape, so the latest message time is the greatest text and only that one
+    is parsed. ``None`` when the conversation carries no time at all.
+    """
+    t = _epoch(conv.get("updated_at"))
+    if t is not None:
+        return t
+    times = [
+        ts
+        for m in conv["messages"]
+        if type(m) is dict and type(ts := m.get("timestamp")) is str and _is_date_text(ts)
+    ]
+    for ts in sorted(
+        times, reverse=True
+    ):  # the first real date among them (nearly always the first)
+        t = _epoch(ts)
+        if t is not None:
+            return t
+    return None
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -165,43 +241,59 @@ def _iso(epoch: float | None) -> str | None:
 
 
 _HEX24 = frozenset("0123456789abcdef")
-_fromiso = datetime.fromisoformat
 
 
-def _as_date(v: Any) -> Any:
-    if isinstance(v, str) and len(v) >= 10 and v[4] == "-":
-        try:
-            dt = _fromiso(v[:-1] + "+00:00" if v[-1] == "Z" else v)
-        except ValueError:
-            return v
-        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-    return v
+def canonical(conv: dict[str, Any], date_fields: frozenset[str]) -> dict[str, Any]:
+    """The scan form of a conversation: one text for one content, whatever wrote it.
 
+    The same conversation reaches the scanner from MongoDB (BSON: ObjectId, datetimes), from
+    Extended JSON, and from ``json.dumps(default=str)`` exports (24-hex-digit ``_id`` text, dates
+    as ``str()``). In the scan form an ObjectId ``_id`` or a 24-hex-digit ``_id`` string is
+    ``{"$oid": ...}``, and every date in ``date_fields`` and in the messages' ``timestamp`` is
+    text shaped as ``str()`` of the UTC datetime. Nothing else is changed. Content hashes, and so
+    duplicates and conflicts, are taken of this form; :func:`to_document` turns it back into what
+    MongoDB stores.
 
-def normalize(conv: dict[str, Any], date_fields: frozenset[str]) -> dict[str, Any]:
-    """Undo what ``json.dumps(default=str)`` did to a conversation, so it matches MongoDB's.
-
-    A 24-hex-digit string ``_id`` becomes an ObjectId; ISO-8601 text in ``date_fields`` and in
-    the messages' ``timestamp`` becomes a date. Nothing else is changed. It works in place and
-    returns ``conv``: conversations come straight from the parser, nobody else holds them, and
-    this is the hot loop of a scan (about ten messages per conversation), where copying every
-    message dict cost more than parsing its date.
+    Why text and that text: exports written with ``default=str`` are the bulk of what a scan
+    reads, and their dates already are scan form, so the hot loop (about ten messages per
+    conversation) only checks their shape, where parsing every date and encoding it again cost
+    more than parsing the JSON. It works in place and returns ``conv``: conversations come
+    straight from the parser and nobody else holds them.
     """
     i = conv.get("_id")
-    if type(i) is str and len(i) == 24 and set(i) <= _HEX24:
-        conv["_id"] = bson.ObjectId(i)
+    if type(i) is str:
+        if len(i) == 24 and set(i) <= _HEX24:
+            conv["_id"] = {"$oid": i}
+    elif type(i) is bson.ObjectId:
+        conv["_id"] = {"$oid": str(i)}
     for f in date_fields:
         if f in conv:
-            conv[f] = _as_date(conv[f])
+            conv[f] = _date_text(conv[f])
     for m in conv["messages"]:
-        if type(m) is dict:
-            ts = m.get("timestamp")
-            if type(ts) is str and len(ts) >= 10 and ts[4] == "-":
-                try:
-                    dt = _fromiso(ts[:-1] + "+00:00" if ts[-1] == "Z" else ts)
-                except ValueError:
-                    continue
-                m["timestamp"] = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+        if type(m) is dict and "timestamp" in m:
+            ts = m["timestamp"]
+            # _is_date_text, written out: this line runs for every message of every copy
+            if not (
+                type(ts) is str
+                and ((len(ts) == 32 and ts[19] == ".") or len(ts) == 25)
+                and ts[10] == " "
+                and ts.endswith("+00:00")
+            ):
+                m["timestamp"] = _date_text(ts)
+    return conv
+
+
+def to_document(conv: dict[str, Any], date_fields: frozenset[str]) -> dict[str, Any]:
+    """A conversation in scan form as MongoDB stores it: ObjectId ``_id``, datetimes (in place)."""
+    i = conv.get("_id")
+    if type(i) is dict and len(i) == 1 and bson.ObjectId.is_valid(oid := i.get("$oid")):
+        conv["_id"] = bson.ObjectId(oid)
+    for f in date_fields:
+        if f in conv:
+            conv[f] = _date_value(conv[f])
+    for m in conv["messages"]:
+        if type(m) is dict and "timestamp" in m:
+            m["timestamp"] = _date_value(m["timestamp"])
     return conv
 
 
@@ -243,14 +335,19 @@ class _Spool:
         self.file_no, self.count = file_no, 0
 
     def add(self, conv: dict[str, Any]) -> None:
+        """One conversation, in scan form."""
         key = conversation_key(conv)
         h = content_hash(conv)
-        t = conversation_epoch(conv)
         idx = self.count
         self.count += 1
         g = self._fold.get(key)
         if g is None:
-            self._fold[key] = [1, {h}, [idx], [conv["session_id"], h, t, idx]]
+            self._fold[key] = [
+                1,
+                {h},
+                [idx],
+                [conv["session_id"], h, conversation_epoch(conv), idx],
+            ]
             if len(self._fold) >= self.FLUSH_KEYS:
                 self._flush()
             return
@@ -258,8 +355,12 @@ class _Spool:
         g[1].add(h)
         if len(g[2]) < PLACES_LISTED:
             g[2].append(idx)
-        if (t if t is not None else _NO_TIME) >= (g[3][2] if g[3][2] is not None else _NO_TIME):
-            # a later copy wins a tie, as in the parent's order
+        newest = g[3]
+        if h == newest[1]:  # the same content has the same time: a later copy wins a tie
+            newest[3] = idx
+            return
+        t = conversation_epoch(conv)
+        if (t if t is not None else _NO_TIME) >= (newest[2] if newest[2] is not None else _NO_TIME):
             g[3] = [conv["session_id"], h, t, idx]
 
     def _flush(self) -> None:
@@ -332,8 +433,9 @@ def _values(path: Path, report: FileReport) -> Iterator[Any]:
         text = _Text(fh, CHUNK if report.compressed else report.size)
         buf = text.read()
         consumed = 0  # characters of the file before ``buf``
-        start = len(buf) - len(buf.lstrip())
-        if not buf.strip():
+        first_char = _NOT_JSON_SPACE.search(buf)  # not buf.lstrip(): no copy of the chunk
+        start = first_char.start() if first_char else len(buf)
+        if first_char is None:
             report.shape = "empty"
             report.error = "empty file"
             return
@@ -366,6 +468,9 @@ def _values(path: Path, report: FileReport) -> Iterator[Any]:
             yield value
 
 
+_NOT_JSON_SPACE = re.compile(r"[^ \t\r\n]")
+
+
 def _looks_like_ndjson(buf: str) -> bool:
     lines = [ln for ln in buf.splitlines()[:3] if ln.strip()]
     if len(lines) < 2:
@@ -387,9 +492,15 @@ class _FastRuns:
     cut inside a string or a nested value leaves the text unbalanced), so a wrong guess costs time,
     never a wrong result. After repeated wrong guesses the file is left to the element-by-element
     path, which also reports damage with its offset.
+
+    A run is cut near ``RUN_CHARS`` characters, not at the end of the buffer: the objects parsed
+    from a run are then normalised, hashed and folded while they are still in the processor's
+    cache. Runs of a whole megabyte made a large file a third slower per conversation than
+    small files (measured: 58 against 80 MB/s for one process).
     """
 
     ATTEMPTS = 3
+    RUN_CHARS = 64 << 10
 
     def __init__(self) -> None:
         self.failures = 0
@@ -408,29 +519,45 @@ class _FastRuns:
             self._miss()
             return None
         lead = buf[pos : q2 + 1]
+        limit = pos + self.RUN_CHARS
         hi = len(buf)
+        if limit >= hi:  # the buffer may hold the rest of the array: try it whole, closing ']'
+            end = hi - 1
+            while end > pos and buf[end] in " \t\r\n":
+                end -= 1
+            if buf[end] == "]":
+                values = self._parse(buf[pos:end])
+                if values is not None:
+                    return values, end
         for _ in range(self.ATTEMPTS):
-            k = buf.rfind(lead, pos + 1, hi)
+            k = buf.rfind(lead, pos + 1, min(hi, limit))
+            if k == -1:  # an element longer than a run: cut at the next start after it
+                k = buf.find(lead, limit, hi)
             if k == -1:
                 return None  # one element in the buffer: the slow path reads on
             cut = k - 1
             while cut > pos and buf[cut] in " \t\r\n":
                 cut -= 1
             if buf[cut] == ",":
-                piece = buf[pos:cut]
-                try:
-                    values = (
-                        _DECODER.decode("[" + piece + "]")
-                        if '"$' in piece
-                        else orjson.loads("[" + piece + "]")
-                    )
-                except (orjson.JSONDecodeError, json.JSONDecodeError):
-                    values = None
-                if isinstance(values, list):
+                values = self._parse(buf[pos:cut])
+                if values is not None:
                     return values, cut + 1
             hi = k
         self._miss()
         return None
+
+    @staticmethod
+    def _parse(piece: str) -> list[Any] | None:
+        """The elements of ``piece`` (array elements and their commas), or None if it is not that."""
+        try:
+            values = (
+                _DECODER.decode("[" + piece + "]")
+                if _may_hold_ejson(piece)
+                else orjson.loads("[" + piece + "]")
+            )
+        except (orjson.JSONDecodeError, json.JSONDecodeError):
+            return None
+        return values if isinstance(values, list) else None
 
     def _miss(self) -> None:
         self.failures += 1
@@ -467,7 +594,9 @@ def _array_items(text: _Text, buf: str, pos: int, report: FileReport) -> Iterato
         while True:
             try:
                 value, end = _PLAIN.raw_decode(buf, pos)
-                if '"$' in buf[pos:end]:  # Extended JSON inside: decode this element again with it
+                if _may_hold_ejson(
+                    buf[pos:end]
+                ):  # Extended JSON inside: decode this element again with it
                     value = _DECODER.decode(buf[pos:end])
                 break
             except json.JSONDecodeError as exc:
@@ -524,10 +653,16 @@ def scan_file(
     gc.disable()
     try:
         for value in _values(path, report):
+            if is_conversation(value):  # an array of conversations: most of what is found
+                spool.add(canonical(value, date_fields))
+                continue
             for raw_conv in find_conversations(value):
-                spool.add(normalize(raw_conv, date_fields))
+                spool.add(canonical(raw_conv, date_fields))
     except (OSError, ValueError, EOFError, zstandard.ZstdError, RecursionError) as exc:
         report.error = str(exc) if not isinstance(exc, RecursionError) else "JSON nested too deeply"
+        report.salvaged = bool(spool.count)
+    except Exception as exc:  # one unforeseen file must not end the scan
+        report.error = f"could not be read: {type(exc).__name__}: {exc}"
         report.salvaged = bool(spool.count)
     finally:
         if paused:
@@ -561,7 +696,9 @@ def archive_conversations(
                 yield doc
 
 
-def scan_archive(path: Path, keyring: KeyRing | None, spool: _Spool, file_no: int) -> FileReport:
+def scan_archive(
+    path: Path, keyring: KeyRing | None, spool: _Spool, file_no: int, date_fields: frozenset[str]
+) -> FileReport:
     """One of our backup manifests: the conversations of its archive (needs the key)."""
     report = FileReport(path=str(path), size=path.stat().st_size, shape="bmc_pipeline backup")
     if keyring is None:
@@ -570,7 +707,7 @@ def scan_archive(path: Path, keyring: KeyRing | None, spool: _Spool, file_no: in
     spool.start(file_no)
     try:
         for conv in archive_conversations(path, keyring):
-            spool.add(conv)
+            spool.add(canonical(conv, date_fields))
     except (BmcError, OSError) as exc:
         report.error = str(exc)
         report.salvaged = bool(spool.count)
@@ -581,14 +718,15 @@ def scan_archive(path: Path, keyring: KeyRing | None, spool: _Spool, file_no: in
 def conversations_of(
     path: Path, date_fields: frozenset[str], keyring: KeyRing | None = None
 ) -> Iterator[dict[str, Any]]:
-    """The conversations of a file, normalized and numbered as the scan did (for recovery)."""
+    """The conversations of a file in scan form, numbered as the scan did (for recovery)."""
     if backup_id_of_manifest(path.name) is not None and keyring is not None:
-        yield from archive_conversations(path, keyring)
+        for doc in archive_conversations(path, keyring):
+            yield canonical(doc, date_fields)
         return
     report = FileReport(path=str(path), size=0)
     for value in _values(path, report):
         for conv in find_conversations(value):
-            yield normalize(conv, date_fields)
+            yield canonical(conv, date_fields)
 
 
 # -- walking the tree ------------------------------------------------------------------------------
@@ -761,7 +899,7 @@ def scan(
             ours = _Spool(Path(tmp) / "ours.jsonl")
             for i, p in enumerate(paths):
                 if backup_id_of_manifest(p.name) is not None:  # our own backups, in process
-                    slots[i] = scan_archive(p, keyring, ours, i)
+                    slots[i] = scan_archive(p, keyring, ours, i, date_fields)
             ours.close()
             found.load(ours.path)
             todo = sorted(
@@ -853,7 +991,7 @@ def _size(path: Path) -> int:
 
 
 _NO_TIME = float("-inf")  # a copy without any time ranks below every dated one
-REPORT_FORMAT = "bmc-recovery-report/2"  # /2: content hashes by orjson, duplicates with copies
+REPORT_FORMAT = "bmc-recovery-report/3"  # /3: hashes of the scan form (dates as UTC text)
 PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
 _KEY_BATCH = 1000  # conversations looked up in MongoDB at a time
 
@@ -1095,6 +1233,7 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
     for path, indexes in wanted.items():
         for i, conv in enumerate(conversations_of(Path(path), date_fields, keyring)):
             if i in indexes and content_hash(conv) == indexes[i]:
+                conv = to_document(conv, date_fields)
                 if "_id" not in conv:
                     digest = hashlib.sha256(("session_id:" + conv["session_id"]).encode()).digest()
                     conv = {"_id": bson.ObjectId(digest[:12]), **conv}
