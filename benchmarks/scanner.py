@@ -1,11 +1,13 @@
 """Recovery scanner throughput next to plain ``json.loads``, and its memory with one huge file.
 
-    python -m benchmarks.scanner [--files 10000] [--total-mb 1000] [--big-mb 500]
+    python -m benchmarks.scanner [--files 10000] [--total-mb 1000] [--big-mb 500] [--unique]
 
 Generates a tree of JSON arrays of conversations (written with ``default=str``, as exports often
 are), one of them ``--big-mb`` large, then measures in the same run:
 
-* the floor: ``json.loads`` of every file, one process;
+* the floor: ``json.loads`` of every file, one process, before and after the scan (this
+  machine's speed may drift between them; the ratio is taken against their mean, and against
+  each one too);
 * the scan of the same tree with 2 worker processes (MB/s, and its ratio to the floor);
 * peak memory of a one-process scan of a 50 MB file and of a ``--big-mb`` file (child processes).
 """
@@ -30,19 +32,49 @@ def conversation_pool(n: int = 3000) -> list[str]:
     return [json.dumps(d, default=str) for c, d in generate(n, seed=5) if c == "conversations"]
 
 
-def write_array(path: Path, pool: list[str], size: int, rng: random.Random) -> int:
-    """A JSON array of conversations of about ``size`` bytes; returns its real size."""
-    written = 0
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write("[")
-        first = True
-        while written < size:
-            item = rng.choice(pool)
-            fh.write(item if first else ",\n" + item)
-            written += len(item) + 2
-            first = False
-        fh.write("]")
-    return path.stat().st_size
+class Writer:
+    """Writes JSON arrays of conversations drawn from ``pool``.
+
+    With ``unique``, every element gets an ``_id`` of its own, so no two are copies of one
+    conversation (a single large export); without, the 2,000 conversations of the pool repeat,
+    as in a pile of backups taken one after another.
+    """
+
+    def __init__(self, pool: list[str], rng: random.Random, unique: bool) -> None:
+        self.pool, self.rng, self.unique = pool, rng, unique
+        self.n = 0
+
+    def item(self) -> str:
+        text = self.rng.choice(self.pool)
+        if not self.unique:
+            return text
+        self.n += 1
+        if not (text.startswith('{"_id": "') and text[33] == '"'):
+            raise SystemExit("--unique needs conversations that begin with a 24-character _id")
+        return f'{{"_id": "{self.n:024x}"' + text[34:]
+
+    def array(self, path: Path, size: int) -> int:
+        """A JSON array of about ``size`` bytes; returns its real size."""
+        written = 0
+        with path.open("w", encoding="utf-8") as fh:
+            fh.write("[")
+            first = True
+            while written < size:
+                item = self.item()
+                fh.write(item if first else ",\n" + item)
+                written += len(item) + 2
+                first = False
+            fh.write("]")
+        return path.stat().st_size
+
+
+def json_floor(root: Path) -> tuple[float, int]:
+    """Seconds for ``json.loads`` of every file in one process, and the objects it returned."""
+    t0 = time.perf_counter()
+    n = 0
+    for p in sorted((root / "backups").iterdir()):
+        n += len(json.loads(p.read_text(encoding="utf-8")))
+    return time.perf_counter() - t0, n
 
 
 def child(root: str, workers: int) -> None:
@@ -52,12 +84,14 @@ def child(root: str, workers: int) -> None:
         workers=workers,
     )  # fmt: skip
     el = time.perf_counter() - t0
-    print(report.summary["conversations_found"], f"{el:.3f}", f"{peak_rss_mib():.1f}")
+    s = report.summary
+    print(s["conversations_found"], s["unique_conversations"], f"{el:.3f}", f"{peak_rss_mib():.1f}")
 
 
-def run_child(root: Path, workers: int) -> tuple[int, float, float]:
-    n, el, peak = in_child("benchmarks.scanner", "--child", str(root), str(workers))
-    return int(n), float(el), float(peak)
+def run_child(root: Path, workers: int) -> tuple[str, float, float]:
+    """(conversations found and how many distinct, seconds, peak RSS MiB) of a scan of ``root``."""
+    n, distinct, el, peak = in_child("benchmarks.scanner", "--child", str(root), str(workers))
+    return f"{n} conversations, {distinct} distinct", float(el), float(peak)
 
 
 def main() -> None:
@@ -65,46 +99,43 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--total-mb", type=int, default=1000)
     ap.add_argument("--big-mb", type=int, default=500)
+    ap.add_argument("--unique", action="store_true", help="every conversation distinct")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
         return
-    rng = random.Random(1)
-    pool = conversation_pool()
+    write = Writer(conversation_pool(), random.Random(1), args.unique)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "tree"
         (root / "backups").mkdir(parents=True)
         small = (args.total_mb - args.big_mb) * 1_000_000 // (args.files - 1)
-        total = write_array(
-            root / "backups" / "backup_big.json", pool, args.big_mb * 1_000_000, rng
-        )
+        total = write.array(root / "backups" / "backup_big.json", args.big_mb * 1_000_000)
         for i in range(args.files - 1):
-            total += write_array(root / "backups" / f"backup_{i:05d}.json", pool, small, rng)
+            total += write.array(root / "backups" / f"backup_{i:05d}.json", small)
         mb = total / 1e6
         print(f"tree: {args.files} files, {mb:.0f} MB (one of {args.big_mb} MB)")
 
-        t0 = time.perf_counter()
-        n_floor = 0
-        for p in sorted((root / "backups").iterdir()):
-            n_floor += len(json.loads(p.read_text(encoding="utf-8")))
-        floor = time.perf_counter() - t0
+        before, n_floor = json_floor(root)
         print(
-            f"floor, json.loads in one process: {floor:6.1f} s  {mb / floor:6.1f} MB/s  ({n_floor} objects)"
+            f"floor, json.loads in one process: {before:6.1f} s  {mb / before:6.1f} MB/s  ({n_floor} objects)"
         )
-
         n, el, _ = run_child(root, 2)
+        print(f"scan, 2 workers:                  {el:6.1f} s  {mb / el:6.1f} MB/s  ({n})")
+        after, _ = json_floor(root)
+        print(f"floor again:                      {after:6.1f} s  {mb / after:6.1f} MB/s")
+        floor = (before + after) / 2
         print(
-            f"scan, 2 workers:                  {el:6.1f} s  {mb / el:6.1f} MB/s  ours/floor {floor / el:.2f}  ({n} conversations)"
+            f"ours/floor: {floor / el:.2f} (against the floor before: {before / el:.2f}, after: {after / el:.2f})"
         )
 
         for size in (50, args.big_mb):
             one = Path(tmp) / f"one_{size}"
             (one / "backups").mkdir(parents=True)
-            write_array(one / "backups" / "backup_one.json", pool, size * 1_000_000, rng)
+            write.array(one / "backups" / "backup_one.json", size * 1_000_000)
             n, el, peak = run_child(one, 1)
             print(
-                f"memory, one-process scan of a {size:4d} MB file: peak RSS {peak:.0f} MiB ({n} conversations, {size / el:.1f} MB/s)"
+                f"memory, one-process scan of a {size:4d} MB file: peak RSS {peak:.0f} MiB ({n}; {size / el:.1f} MB/s)"
             )
 
 

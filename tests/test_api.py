@@ -25,6 +25,7 @@ from bmc_pipeline.engine.audit import AuditLog
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
+from bmc_pipeline.engine.scanner import REPORT_FORMAT
 from tests.apiserver import Tls, clean_env, client, make_tls, process_server, thread_server
 from tests.conftest import make_settings, write_config
 
@@ -141,7 +142,7 @@ def test_every_endpoint_end_to_end_over_https(
 
             scan = c.get("/api/recovery/scan", params={"source": "mongodb"})
             assert scan.status_code == 200, scan.text
-            assert scan.json()["report"]["format"] == "bmc-recovery-report/2"
+            assert scan.json()["report"]["format"] == REPORT_FORMAT
 
             # deletion: confirmation required, guards apply, then it goes
             target = first["backup_id"]

@@ -311,13 +311,15 @@ def find_conversations(value: Any) -> Iterator[dict[str, Any]]:
 
 
 class _Spool:
-    """The conversations found in one file, folded per conversation and written to disk.
+    """The conversations a worker finds in a batch of files, folded per conversation, on disk.
 
-    Per distinct key: copies, versions (content hashes), the first ``PLACES_LISTED`` positions
-    and the newest copy; one JSON array per line. The fold is flushed to disk every
-    ``FLUSH_KEYS`` distinct keys (a key may then have several lines, which the parent merges),
-    so a worker's memory stays bounded however large or varied the file; the parent reads a few
-    lines per conversation instead of one per copy.
+    Per distinct key: copies, versions (content hashes), the first ``PLACES_LISTED`` places
+    (file number, position) and the newest copy; one JSON array per line. The fold spans the
+    files of a batch, which are read in file-number order, so places arrive in the report's order
+    and a copy seen in an earlier file of the batch costs a counter, not a line. It is flushed to
+    disk every ``FLUSH_KEYS`` distinct keys (a key may then have several lines, which the parent
+    merges), so a worker's memory stays bounded however large or varied its files; the parent
+    reads a few lines per conversation instead of one per copy.
     """
 
     FLUSH_KEYS = 20_000
@@ -330,8 +332,7 @@ class _Spool:
         self.count = 0  # conversations of the current file
 
     def start(self, file_no: int) -> None:
-        """Records from now on belong to file ``file_no``."""
-        self._flush()
+        """Conversations from now on belong to file ``file_no`` (ascending within a spool)."""
         self.file_no, self.count = file_no, 0
 
     def add(self, conv: dict[str, Any]) -> None:
@@ -342,30 +343,27 @@ class _Spool:
         self.count += 1
         g = self._fold.get(key)
         if g is None:
-            self._fold[key] = [
-                1,
-                {h},
-                [idx],
-                [conv["session_id"], h, conversation_epoch(conv), idx],
-            ]
+            t = conversation_epoch(conv)
+            place = (self.file_no, idx)
+            self._fold[key] = [1, {h}, [place], [conv["session_id"], h, t, *place]]
             if len(self._fold) >= self.FLUSH_KEYS:
                 self._flush()
             return
         g[0] += 1
         g[1].add(h)
         if len(g[2]) < PLACES_LISTED:
-            g[2].append(idx)
+            g[2].append((self.file_no, idx))
         newest = g[3]
         if h == newest[1]:  # the same content has the same time: a later copy wins a tie
-            newest[3] = idx
+            newest[3], newest[4] = self.file_no, idx
             return
         t = conversation_epoch(conv)
         if (t if t is not None else _NO_TIME) >= (newest[2] if newest[2] is not None else _NO_TIME):
-            g[3] = [conv["session_id"], h, t, idx]
+            g[3] = [conv["session_id"], h, t, self.file_no, idx]
 
     def _flush(self) -> None:
         for key, (copies, versions, places, newest) in self._fold.items():
-            record = [self.file_no, key, copies, sorted(versions), places, newest]
+            record = [key, copies, sorted(versions), places, newest]
             try:
                 line = orjson.dumps(record)
             except orjson.JSONEncodeError:  # a lone surrogate in a session id
@@ -963,10 +961,14 @@ def scan_files(
 ) -> list[tuple[int, FileReport]]:
     """:func:`scan_file` for a batch of (path, number), into one spool; run in a worker."""
     spool = _Spool(Path(spool_path))
-    try:
-        return [(i, scan_file(path, date_fields, spool, i)) for path, i in batch]
+    try:  # in file-number order, as the spool's places must be
+        return [(i, scan_file(path, date_fields, spool, i)) for path, i in sorted(batch, key=_nth)]
     finally:
         spool.close()
+
+
+def _nth(item: tuple[str, int]) -> int:
+    return item[1]
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -1016,26 +1018,26 @@ class _Conversations:
         by_key = self.by_key
         with spool.open("rb") as fh:
             for line in fh:
-                file_no, key, copies, versions, idxs, (session, h, t, idx) = orjson.loads(line)
+                key, copies, versions, found_at, (session, h, t, file_no, idx) = orjson.loads(line)
                 self.count += copies
                 rank = (t if t is not None else _NO_TIME, file_no, idx)
                 g = by_key.get(key)
                 if g is None:
-                    places = [(-file_no, -i) for i in idxs]
+                    places = [(-f, -i) for f, i in found_at]
                     heapq.heapify(places)
                     by_key[key] = [copies, set(versions), places, (rank, session, h, t)]
                     continue
                 g[0] += copies
                 g[1].update(versions)
                 places = g[2]
-                for i in idxs:
-                    place = (-file_no, -i)
+                for f, i in found_at:
+                    place = (-f, -i)
                     if len(places) < PLACES_LISTED:
                         heapq.heappush(places, place)
                     elif place > places[0]:
                         heapq.heapreplace(places, place)
                     else:
-                        break  # idxs ascend: the rest of this file's places come later still
+                        break  # places ascend: the rest of this line's come later still
                 if rank > g[3][0]:
                     g[3] = (rank, session, h, t)
         spool.unlink()
