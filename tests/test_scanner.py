@@ -344,6 +344,10 @@ def test_parallel_batches_give_the_same_report_as_one_process(
         )
     assert in_thread == one
     assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2
+    # the main process spilling its fold to sorted files every 2 conversations, and merging them
+    monkeypatch.setattr(scanner._Conversations, "SPILL_KEYS", 2)
+    monkeypatch.setattr(scanner._Spool, "FLUSH_KEYS", 1)
+    assert run(1) == one
 
 
 def test_malformed_extended_json_keeps_its_conversation_and_the_scan_goes_on(

@@ -28,6 +28,7 @@ import gc
 import gzip
 import hashlib
 import heapq
+import itertools
 import json
 import multiprocessing
 import multiprocessing.context
@@ -363,12 +364,7 @@ class _Spool:
 
     def _flush(self) -> None:
         for key, (copies, versions, places, newest) in self._fold.items():
-            record = [key, copies, sorted(versions), places, newest]
-            try:
-                line = orjson.dumps(record)
-            except orjson.JSONEncodeError:  # a lone surrogate in a session id
-                line = json.dumps(record).encode()
-            self._fh.write(line + b"\n")
+            self._fh.write(_dump_line([key, copies, sorted(versions), places, newest]))
         self._fold.clear()
 
     def close(self) -> None:
@@ -886,7 +882,7 @@ def scan(
         date_fields=date_fields,
     )
     with tempfile.TemporaryDirectory(prefix="bmc-scan-") as tmp:
-        found = _Conversations()
+        found = _Conversations(Path(tmp))
         if root is not None:
             paths, report.problems = candidate_files(root, directories, patterns)
             # files are numbered in path order (the report's order, and the tie-break between
@@ -1001,16 +997,26 @@ _KEY_BATCH = 1000  # conversations looked up in MongoDB at a time
 class _Conversations:
     """What the analysis needs of each distinct conversation, folded in record by record.
 
-    Per key: how many copies, which versions (content hashes), the first places in path order
-    (at most ``PLACES_LISTED``) and the newest copy. Memory grows with the number of distinct
-    conversations (as the report itself does), never with copies or file sizes; the records
-    come from the workers' spool files, one line at a time.
+    A record, as the workers write it, one JSON array per line, is
+    ``[key, copies, versions, places, newest]``: how many copies, which versions (content
+    hashes), the first places in path order (at most ``PLACES_LISTED`` ``[file, index]``
+    pairs) and the newest copy (``[session, hash, epoch, file, index]``). Records of one key are
+    folded into the first, so the state is the record itself: a conversation seen once costs
+    the parsed line and nothing more. They are folded in as batches finish.
+
+    Memory is bounded: past ``SPILL_KEYS`` distinct conversations the fold is written to a
+    temporary file sorted by key and started afresh, and :meth:`groups` merges those files
+    (a streaming k-way merge). So a scan of one huge export of distinct conversations holds no
+    more than a pile of copies of a few; only the report's own lists grow with what they list.
     """
 
-    def __init__(self) -> None:
-        # key -> [copies, versions, places (a max-heap of negated (file, index)), newest]
+    SPILL_KEYS = 50_000
+
+    def __init__(self, tmp_dir: Path) -> None:
         self.by_key: dict[str, list[Any]] = {}
         self.count = 0
+        self._tmp = tmp_dir
+        self._runs: list[Path] = []
 
     def load(self, spool: Path) -> None:
         if not spool.exists():
@@ -1018,83 +1024,121 @@ class _Conversations:
         by_key = self.by_key
         with spool.open("rb") as fh:
             for line in fh:
-                key, copies, versions, found_at, (session, h, t, file_no, idx) = orjson.loads(line)
-                self.count += copies
-                rank = (t if t is not None else _NO_TIME, file_no, idx)
-                g = by_key.get(key)
-                if g is None:
-                    places = [(-f, -i) for f, i in found_at]
-                    heapq.heapify(places)
-                    by_key[key] = [copies, set(versions), places, (rank, session, h, t)]
-                    continue
-                g[0] += copies
-                g[1].update(versions)
-                places = g[2]
-                for f, i in found_at:
-                    place = (-f, -i)
-                    if len(places) < PLACES_LISTED:
-                        heapq.heappush(places, place)
-                    elif place > places[0]:
-                        heapq.heapreplace(places, place)
-                    else:
-                        break  # places ascend: the rest of this line's come later still
-                if rank > g[3][0]:
-                    g[3] = (rank, session, h, t)
+                record = orjson.loads(line)
+                self.count += record[1]
+                _fold_record(by_key, record)
+                if len(by_key) >= self.SPILL_KEYS:
+                    self._spill()
         spool.unlink()
 
+    def _spill(self) -> None:
+        path = self._tmp / f"found{len(self._runs)}.jsonl"
+        with path.open("wb") as fh:
+            for key in sorted(self.by_key):
+                fh.write(_dump_line(self.by_key[key]))
+        self._runs.append(path)
+        self.by_key.clear()
 
-@dataclass
-class _Group:
-    key: str
-    copies: int
-    versions: int
-    places: list[str]
-    newest: tuple[str, str, float | None, int, int]  # session, hash, epoch, file, index
+    def groups(self) -> Iterator[list[Any]]:
+        """The folded record of every distinct conversation, in key order."""
+        if not self._runs:
+            for key in sorted(self.by_key):
+                yield self.by_key[key]
+            return
+        self._spill()
+        merged = heapq.merge(*(_records(run) for run in self._runs), key=_first)
+        for key, records in itertools.groupby(merged, key=_first):
+            one: dict[str, list[Any]] = {}
+            for record in records:
+                _fold_record(one, record)
+            yield one[key]
+
+
+def _first(record: list[Any]) -> Any:
+    return record[0]
+
+
+def _records(path: Path) -> Iterator[list[Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            yield orjson.loads(line)
+
+
+def _dump_line(record: list[Any]) -> bytes:
+    try:
+        return orjson.dumps(record) + b"\n"
+    except orjson.JSONEncodeError:  # a lone surrogate in a session id
+        return json.dumps(record).encode() + b"\n"
+
+
+def _rank(newest: list[Any]) -> tuple[float, int, int]:
+    """Which copy is newer: by time, then the later place (no two copies share a place)."""
+    t = newest[2]
+    return (t if t is not None else _NO_TIME, newest[3], newest[4])
+
+
+def _fold_record(by_key: dict[str, list[Any]], record: list[Any]) -> None:
+    """Fold one record (see :class:`_Conversations`) into the record ``by_key`` has for its key."""
+    g = by_key.get(record[0])
+    if g is None:
+        by_key[record[0]] = record
+        return
+    g[1] += record[1]
+    versions = g[2]
+    if len(versions) + len(record[2]) > 16:  # many versions: no quadratic membership tests
+        g[2] = sorted(set(versions).union(record[2]))
+    else:
+        versions.extend(v for v in record[2] if v not in versions)
+    places = g[3]
+    places.extend(record[3])
+    if len(places) > PLACES_LISTED:
+        places.sort()
+        del places[PLACES_LISTED:]
+    if _rank(record[4]) > _rank(g[4]):
+        g[4] = record[4]
 
 
 def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> None:
     paths = [f.path for f in report.files]
     recoverable_per_file: dict[str, int] = {}
 
-    def settle(batch: list[_Group]) -> None:
-        have = existing_keys(coll, [g.key for g in batch]) if coll is not None else set()
-        for g in batch:
-            session, h, t, file, idx = g.newest
-            newest_place = f"{paths[file]}#{idx}"
-            if g.copies > 1:
-                report.duplicates.append({"key": g.key, "copies": g.copies, "places": g.places})
-            if g.versions > 1:
+    def settle(batch: list[list[Any]]) -> None:
+        """Report a batch of distinct conversations; MongoDB is asked about them all at once.
+
+        Text (places, times) is made only for what is reported: most conversations of a large
+        scan are neither duplicated nor conflicting.
+        """
+        have = existing_keys(coll, [r[0] for r in batch]) if coll is not None else set()
+        for key, copies, versions, places, (session, h, t, file_no, idx) in batch:
+            if copies > 1:
+                listed = [f"{paths[f]}#{i}" for f, i in sorted(places)]
+                report.duplicates.append({"key": key, "copies": copies, "places": listed})
+            if len(versions) > 1:
                 report.conflicts.append(
                     {
-                        "key": g.key,
-                        "versions": g.versions,
-                        "newest": newest_place,
+                        "key": key,
+                        "versions": len(versions),
+                        "newest": f"{paths[file_no]}#{idx}",
                         "newest_time": _iso(t),
                     }
                 )
-            if coll is not None and g.key not in have:
+            if coll is not None and key not in have:
+                path = paths[file_no]
                 report.recoverable.append(
-                    {
-                        "key": g.key,
-                        "session_id": session,
-                        "path": paths[file],
-                        "index": idx,
-                        "hash": h,
-                    }
+                    {"key": key, "session_id": session, "path": path, "index": idx, "hash": h}
                 )
-                recoverable_per_file[paths[file]] = recoverable_per_file.get(paths[file], 0) + 1
+                recoverable_per_file[path] = recoverable_per_file.get(path, 0) + 1
 
-    batch: list[_Group] = []
-    for key in sorted(found.by_key):
-        copies, versions, places, (rank, session, h, t) = found.by_key[key]
-        _, file_no, idx = rank
-        listed = [f"{paths[-f]}#{-i}" for f, i in sorted(places, reverse=True)]
-        batch.append(_Group(key, copies, len(versions), listed, (session, h, t, file_no, idx)))
-        if len(batch) >= _KEY_BATCH:
+    unique = 0
+    batch: list[list[Any]] = []
+    for group in found.groups():
+        batch.append(group)
+        if len(batch) == _KEY_BATCH:
             settle(batch)
+            unique += len(batch)
             batch = []
     settle(batch)
-    unique = len(found.by_key)
+    unique += len(batch)
     for fr in report.files:
         fr.recoverable = recoverable_per_file.get(fr.path, 0)
     errors = [f for f in report.files if f.error]
