@@ -399,3 +399,72 @@ def test_malformed_extended_json_keeps_its_conversation_and_the_scan_goes_on(
     assert (
         by_name["backup_fine.json"].conversations == 1 and by_name["backup_fine.json"].error is None
     )
+
+
+@pytest.mark.parametrize("spill_keys", [3, 50_000])
+@pytest.mark.parametrize("seed", range(12))
+def test_the_fold_of_many_copies_matches_a_plain_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_keys: int, seed: int
+) -> None:
+    """Copies folded per batch of files, batches arriving in any order, with or without spilling:
+    copies, versions, the first 20 places in path order and the newest copy are those of all
+    copies taken together."""
+    import random
+
+    import bmc_pipeline.engine.scanner as scanner
+
+    monkeypatch.setattr(scanner._Conversations, "SPILL_KEYS", spill_keys)
+    rng = random.Random(seed)
+    times = [None, "2026-11-01 10:00:00+00:00", "2026-11-02 10:00:00+00:00"]
+    keys = rng.choice([2, 4, 10])  # few keys: lists of places fill up in many ways
+    # (file, index, key, version); a version's content, and so its time, is fixed
+    copies = [
+        (f, i, rng.randrange(keys), rng.randint(0, 2))
+        for f in range(60)
+        for i in range(rng.choice([0, 1, 2, 5, 9]))
+    ]
+
+    def conversation(key: int, version: int) -> dict[str, Any]:
+        c: dict[str, Any] = {
+            "_id": f"k{key}",
+            "session_id": f"s{key}",
+            "messages": [],
+            "v": version,
+        }
+        if times[version] is not None:
+            c["updated_at"] = times[version]
+        return c
+
+    files = list(range(60))
+    rng.shuffle(files)
+    found = scanner._Conversations(tmp_path)
+    step = rng.choice([1, 3, 7])
+    for n in range(0, 60, step):
+        batch = sorted(files[n : n + step])
+        spool = scanner._Spool(tmp_path / f"s{n}.jsonl")
+        for f in batch:
+            spool.start(f)
+            for _, _, key, version in sorted(c for c in copies if c[0] == f):
+                spool.add(conversation(key, version))
+        spool.close()
+        found.load(spool.path)
+    got = {r[0]: r for r in found.groups()}
+    assert list(got) == sorted(got)
+    assert found.count == len(copies)
+    for key in {c[2] for c in copies}:
+        mine = [c for c in copies if c[2] == key]
+        _, n, versions, places, (session, h, t, f, i) = got[f'_id:"k{key}"']
+        assert n == len(mine)
+        assert sorted(versions) == sorted(
+            {scanner.content_hash(conversation(key, v)) for *_, v in mine}
+        )
+        assert [tuple(p) for p in sorted(places)] == sorted((c[0], c[1]) for c in mine)[:20]
+
+        def rank(c: tuple[int, int, int, int], key: int = key) -> tuple[float, int, int]:
+            e = scanner.conversation_epoch(conversation(key, c[3]))
+            return (e if e is not None else float("-inf"), c[0], c[1])
+
+        best = max(mine, key=rank)
+        assert (f, i, session) == (best[0], best[1], f"s{key}")
+        assert h == scanner.content_hash(conversation(key, best[3]))
+        assert t == scanner.conversation_epoch(conversation(key, best[3]))

@@ -1035,7 +1035,9 @@ class _Conversations:
         path = self._tmp / f"found{len(self._runs)}.jsonl"
         with path.open("wb") as fh:
             for key in sorted(self.by_key):
-                fh.write(_dump_line(self.by_key[key]))
+                record = self.by_key[key]
+                record[3].sort()  # places ascend in every record
+                fh.write(_dump_line(record))
         self._runs.append(path)
         self.by_key.clear()
 
@@ -1088,12 +1090,17 @@ def _fold_record(by_key: dict[str, list[Any]], record: list[Any]) -> None:
     if len(versions) + len(record[2]) > 16:  # many versions: no quadratic membership tests
         g[2] = sorted(set(versions).union(record[2]))
     else:
-        versions.extend(v for v in record[2] if v not in versions)
+        for v in record[2]:
+            if v not in versions:
+                versions.append(v)
     places = g[3]
-    places.extend(record[3])
-    if len(places) > PLACES_LISTED:
-        places.sort()
-        del places[PLACES_LISTED:]
+    # a full list is sorted; places of a record ascend, so one that starts after the last place
+    # listed has nothing to add
+    if len(places) < PLACES_LISTED or record[3][0] < places[-1]:
+        places.extend(record[3])
+        if len(places) >= PLACES_LISTED:
+            places.sort()
+            del places[PLACES_LISTED:]
     if _rank(record[4]) > _rank(g[4]):
         g[4] = record[4]
 
