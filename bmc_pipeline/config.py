@@ -49,6 +49,33 @@ class CollectionSettings(_Strict):
     merge_keys: dict[str, str] = Field(default_factory=dict)
 
 
+def default_collections() -> dict[str, CollectionSettings]:
+    """The chatbot's five collections as ``backup_config.json`` ships them.
+
+    Used when a configuration names no collections (or there is no file at all): backing up
+    nothing, or scanning dates as text, is never what someone running this project wants.
+    """
+    updated = "updated_at"
+    return {
+        "conversations": CollectionSettings(
+            timestamp_field=updated,
+            required_fields={"session_id": "string", "messages": "array", "created_at": "date"},
+            merge_keys={"messages": "message_id"},
+        ),
+        "quotes": CollectionSettings(
+            timestamp_field=updated,
+            required_fields={"quote_id": "string", "session_id": "string", "items": "array"},
+        ),
+        "sessions": CollectionSettings(
+            timestamp_field=updated, required_fields={"session_id": "string"}
+        ),
+        "context": CollectionSettings(
+            timestamp_field=updated, required_fields={"session_id": "string"}
+        ),
+        "analytics": CollectionSettings(required_fields={"event": "string", "timestamp": "date"}),
+    }
+
+
 class StorageSettings(_Strict):
     """Where backups are written."""
 
@@ -213,7 +240,7 @@ class Settings(_Strict):
     """Everything the project can be told, parsed from ``backup_config.json``."""
 
     mongodb: MongoSettings = Field(default_factory=MongoSettings)
-    collections: dict[str, CollectionSettings] = Field(default_factory=dict)
+    collections: dict[str, CollectionSettings] = Field(default_factory=default_collections)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)

@@ -18,6 +18,7 @@ from bmc_pipeline.assets.backups import PARTITIONS, backup_set_key, collection_k
 from bmc_pipeline.config import Settings
 from bmc_pipeline.definitions import build_definitions
 from bmc_pipeline.engine import errors as engine_errors
+from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.health import RunRecord
 from bmc_pipeline.jobs import BACKUP_JOB_NAMES
@@ -184,6 +185,8 @@ def run_backup(
     """Run the full or incremental backup job; returns the backup's summary."""
     if backup_type not in BACKUP_JOB_NAMES:
         raise BmcError(f"unknown backup type {backup_type!r}: use 'full' or 'incremental'")
+    # no key, no backup: say so before a run starts, rather than through a failed step's trace
+    Deployment(settings).keyring()
     names = collections or list(settings.collections)
     unknown = [c for c in names if c not in settings.collections]
     if unknown:

@@ -118,6 +118,19 @@ def test_project_config_file_is_complete_and_valid() -> None:
     assert set(s.collections) == {"conversations", "quotes", "sessions", "context", "analytics"}
 
 
+def test_without_a_configuration_the_shipped_collections_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file (or one that names no collections) means the five collections, exactly as
+    backup_config.json describes them: not a backup of nothing."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = load_settings(root / "backup_config.json", env={}).collections
+    monkeypatch.chdir(tmp_path)  # no backup_config.json here
+    assert load_settings(env={}).collections == shipped
+    (tmp_path / "other.json").write_text(json.dumps({"mongodb": {"database": "x"}}))
+    assert load_settings(tmp_path / "other.json", env={}).collections == shipped
+
+
 def test_named_config_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.json", env={})

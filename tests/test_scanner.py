@@ -468,3 +468,57 @@ def test_the_fold_of_many_copies_matches_a_plain_count(
         assert (f, i, session) == (best[0], best[1], f"s{key}")
         assert h == scanner.content_hash(conversation(key, best[3]))
         assert t == scanner.conversation_epoch(conversation(key, best[3]))
+
+
+def test_exports_of_naive_dates_match_extended_json_even_without_configured_date_fields(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """pymongo hands out naive datetimes unless asked otherwise, so ``default=str`` exports often
+    carry dates with no offset; the Extended JSON export of the same documents must still be the
+    same version, also when the configuration names no date fields for conversations."""
+    from bmc_pipeline.config import CollectionSettings
+    from bmc_pipeline.engine.scanner import scan_settings
+
+    naive = T.replace(tzinfo=None)
+    docs = []
+    for name in "ABC":
+        d = conv(name)
+        d["created_at"] = d["updated_at"] = naive
+        d["messages"][0]["timestamp"] = naive
+        docs.append(d)
+    root = tmp_path / "files"
+    (root / "backups").mkdir(parents=True)
+    (root / "backups" / "backup_plain.json").write_text(json.dumps(docs, default=str))
+    assert (
+        '"created_at": "2026-11-01 00:00:00"'
+        in (root / "backups" / "backup_plain.json").read_text()
+    )
+    (root / "backups" / "backup_ejson.json").write_text(json_util.dumps(docs))
+    bare = settings.model_copy(update={"collections": {"conversations": CollectionSettings()}})
+    report = scan_settings(bare, source="filesystem", root=root)
+    assert report.summary["conversations_found"] == 6
+    assert report.summary["duplicates"] == 3 and report.summary["conflicts"] == 0
+    assert {"created_at", "updated_at"} <= report.date_fields
+
+
+def test_a_scan_that_read_no_files_says_why_and_what_to_do(
+    tmp_path: Path, settings: Settings, mongo_db: Any
+) -> None:
+    from bmc_pipeline.engine.scanner import scan_settings
+
+    only_db = scan_settings(settings, source="mongodb", db=mongo_db)
+    assert only_db.root is None and only_db.files == []
+    assert only_db.recommendations == [
+        "files were not scanned: scan with --source all (or filesystem) to look for "
+        "conversations on disk that MongoDB lacks"
+    ]
+    # the configured files root is gone: the MongoDB part still runs, the report says so
+    gone = settings.model_copy(
+        update={"files": settings.files.model_copy(update={"root": str(tmp_path / "gone")})}
+    )
+    report = scan_settings(gone, source="all", db=mongo_db)
+    assert report.problems[0].startswith(
+        f"the files root {tmp_path / 'gone'} (files.root) does not exist"
+    )
+    assert report.recommendations == [report.problems[0]]
+    assert set(report.mongodb) == set(settings.collections)

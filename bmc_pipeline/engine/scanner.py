@@ -144,9 +144,17 @@ def conversation_key(conv: dict[str, Any]) -> str:
 
 
 def _hash_default(value: Any) -> Any:
-    """BSON types that JSON lacks, as canonical Extended JSON (for :func:`content_hash`)."""
+    """Values JSON lacks, for :func:`content_hash`: dates as the scan form writes them (see
+    :func:`_date_text`), other BSON types as canonical Extended JSON.
+
+    Dates outside the configured date fields stay dates in the scan form; written as text of the
+    same shape, a BSON or Extended JSON copy still hashes like a ``default=str`` export, which
+    has that text in those fields.
+    """
     if type(value) is bson.ObjectId:
         return {"$oid": str(value)}
+    if isinstance(value, datetime):
+        return _date_text(value)
     return json_util.default(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
@@ -158,7 +166,7 @@ def content_hash(conv: dict[str, Any]) -> str:
     MongoDB.
     """
     try:
-        data = orjson.dumps(conv, default=_hash_default)
+        data = orjson.dumps(conv, default=_hash_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
     except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
         data = json_util.dumps(conv, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
     return hashlib.sha256(data).hexdigest()[:16]
@@ -988,6 +996,7 @@ def _size(path: Path) -> int:
         return 0
 
 
+_NOT_SCANNED = "files were not scanned"
 _NO_TIME = float("-inf")  # a copy without any time ranks below every dated one
 REPORT_FORMAT = "bmc-recovery-report/3"  # /3: hashes of the scan form (dates as UTC text)
 PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
@@ -1182,11 +1191,17 @@ def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> Non
             f"{unique} conversation(s) found on disk it lacks"
         )
     if not recs:
-        recs.append(
-            "nothing to recover: every conversation found on disk is in MongoDB"
-            if unique
-            else "no conversations found on disk"
-        )
+        if report.root is None:
+            recs.append(
+                f"{_NOT_SCANNED}: scan with --source all (or filesystem) to look for "
+                "conversations on disk that MongoDB lacks"
+            )
+        else:
+            recs.append(
+                "nothing to recover: every conversation found on disk is in MongoDB"
+                if unique
+                else "no conversations found on disk"
+            )
     report.recommendations = recs
 
 
@@ -1299,6 +1314,14 @@ __all__ = ["ScanReport", "markdown", "recoverable_documents", "scan", "write_rep
 SOURCES = ("all", "mongodb", "filesystem")
 
 
+def _time_field(settings: Settings, name: str) -> str | None:
+    """The field a collection's date range is read from: its ``timestamp_field``, else its first
+    required field of type date (``analytics`` has ``timestamp`` and no updates)."""
+    c = settings.collection(name)
+    dates = (f for f, t in c.required_fields.items() if t == "date")
+    return c.timestamp_field or next(dates, None)
+
+
 def scan_settings(
     settings: Settings,
     *,
@@ -1327,7 +1350,10 @@ def scan_settings(
     root = root or settings.files_root
     names = [collection] if collection else list(settings.collections)
     conv = settings.collection("conversations")
-    date_fields = {n for n, t in conv.required_fields.items() if t == "date"}
+    # the chatbot's own date fields always, whatever the configuration says of them: a copy that
+    # reads them as text would otherwise never match one that reads them as dates
+    date_fields = {"created_at", "updated_at"}
+    date_fields.update(n for n, t in conv.required_fields.items() if t == "date")
     if conv.timestamp_field:
         date_fields.add(conv.timestamp_field)
     report = scan(
@@ -1335,7 +1361,7 @@ def scan_settings(
         directories=sc.directories,
         patterns=sc.patterns,
         db=db if source in ("mongodb", "all") else None,
-        collections={n: settings.collection(n).timestamp_field for n in names},
+        collections={n: _time_field(settings, n) for n in names},
         sensitive=set(sc.sensitive_fields),
         samples=sc.samples,
         workers=sc.workers,
@@ -1344,9 +1370,12 @@ def scan_settings(
         log=log,
     )
     if missing_root is not None:
-        report.problems.insert(
-            0,
+        problem = (
             f"the files root {missing_root} (files.root) does not exist, so no files were "
-            "scanned; set files.root or BMC_FILES_ROOT, or scan a directory with --root",
+            "scanned; set files.root or BMC_FILES_ROOT, or scan a directory with --root"
         )
+        report.problems.insert(0, problem)
+        report.recommendations = [problem] + [
+            r for r in report.recommendations if not r.startswith(_NOT_SCANNED)
+        ]
     return report
