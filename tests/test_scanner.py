@@ -305,6 +305,12 @@ def test_text_shaped_like_a_date_that_is_not_one_stays_text() -> None:
         conversation_epoch(form)
         == datetime(2026, 10, 23, 15, 26, 58, tzinfo=timezone.utc).timestamp()
     )
+    # a date that stayed a datetime (a field not read as a date) without an offset is UTC
+    naive = {"session_id": "s", "messages": [], "updated_at": datetime(2026, 10, 23, 15, 26, 58)}
+    assert (
+        conversation_epoch(naive)
+        == datetime(2026, 10, 23, 15, 26, 58, tzinfo=timezone.utc).timestamp()
+    )
     doc = to_document(form, frozenset({"updated_at"}))
     assert doc["messages"][0]["timestamp"] == odd and doc["updated_at"] == "yesterday"
     assert doc["messages"][1]["timestamp"] == datetime(
