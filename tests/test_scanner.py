@@ -528,3 +528,12 @@ def test_a_scan_that_read_no_files_says_why_and_what_to_do(
     )
     assert report.recommendations == [report.problems[0]]
     assert set(report.mongodb) == set(settings.collections)
+    # a root with none of the directories or names looked for: say where the scan looked
+    (tmp_path / "elsewhere" / "deeper" / "backups").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "deeper" / "backups" / "backup_x.json").write_text(ej([conv("A")]))
+    empty = scan_settings(settings, source="filesystem", root=tmp_path / "elsewhere")
+    assert empty.files == [] and len(empty.recommendations) == 1
+    assert empty.recommendations[0].startswith(
+        f"no file to scan under {tmp_path / 'elsewhere'}: the scan looks in backups/, "
+    )
+    assert "point --root at the directory that holds those folders" in empty.recommendations[0]

@@ -937,6 +937,13 @@ def scan(
             log(f"scanning MongoDB collections: {', '.join(collections)}")
             report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples)
         _analyse(report, found, db[conversations_collection] if db is not None else None)
+    if root is not None and not report.files:
+        where = ", ".join(f"{d}/" if d not in (".", "") else "the root itself" for d in directories)
+        report.recommendations = [
+            f"no file to scan under {root}: the scan looks in {where} for {', '.join(patterns)} "
+            "(and their .gz/.zst copies); point --root at the directory that holds those "
+            "folders, or change scanner.directories / scanner.patterns in backup_config.json"
+        ] + [r for r in report.recommendations if r != _NO_CONVERSATIONS]
     return report
 
 
@@ -998,6 +1005,7 @@ def _size(path: Path) -> int:
 
 
 _NOT_SCANNED = "files were not scanned"
+_NO_CONVERSATIONS = "no conversations found on disk"
 _NO_TIME = float("-inf")  # a copy without any time ranks below every dated one
 REPORT_FORMAT = "bmc-recovery-report/3"  # /3: hashes of the scan form (dates as UTC text)
 PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
@@ -1201,7 +1209,7 @@ def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> Non
             recs.append(
                 "nothing to recover: every conversation found on disk is in MongoDB"
                 if unique
-                else "no conversations found on disk"
+                else _NO_CONVERSATIONS
             )
     report.recommendations = recs
 
