@@ -482,3 +482,12 @@ def test_a_second_backup_while_one_runs_is_refused_with_409(
         release.set()
         t.join(30)
     assert first["status"] == 400  # the first one ran (and failed as the test made it)
+
+
+def test_a_broken_session_id_in_a_scan_report_does_not_break_the_response() -> None:
+    """A lone surrogate cannot be UTF-8: the response shows it as text instead of failing."""
+    from bmc_pipeline.api.app import _jsonable
+
+    shown = _jsonable({"recoverable": [{"key": "session_id:\ud800", "note": "añadido"}]})
+    assert shown == {"recoverable": [{"key": "session_id:\\ud800", "note": "añadido"}]}
+    assert json.dumps(shown, ensure_ascii=False).encode("utf-8")

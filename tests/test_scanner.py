@@ -537,3 +537,34 @@ def test_a_scan_that_read_no_files_says_why_and_what_to_do(
         f"no file to scan under {tmp_path / 'elsewhere'}: the scan looks in backups/, "
     )
     assert "point --root at the directory that holds those folders" in empty.recommendations[0]
+
+
+def test_values_orjson_refuses_are_still_scanned(tmp_path: Path, mongo_db: Any) -> None:
+    """A lone surrogate (in the session id, which travels through the spool files), NaN and an
+    integer beyond 64 bits: the standard library reads them, and the scan counts them. BSON
+    cannot hold the surrogate or the integer: recovering stops before writing, naming the place."""
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "backup_surrogate.json").write_text('[{"session_id": "\\ud800", "messages": []}]')
+    (root / "backup_odd_numbers.json").write_text(
+        '[{"session_id": "n", "messages": [], "score": NaN, "big": 123456789012345678901234567890}]'
+    )
+    for workers in (1, 2):
+        report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
+                      collections={}, workers=workers)  # fmt: skip
+        assert [(Path(f.path).name, f.conversations, f.error) for f in report.files] == [
+            ("backup_odd_numbers.json", 1, None),
+            ("backup_surrogate.json", 1, None),
+        ]
+        assert report.summary["unique_conversations"] == 2
+    from bmc_pipeline.engine.errors import BmcError
+    from bmc_pipeline.engine.scanner import recoverable_documents
+
+    report = scan(root=root, directories=["."], patterns=["backup*.json"], db=mongo_db,
+                  collections={}, workers=1)  # fmt: skip
+    assert report.summary["recoverable"] == 2
+    json_path, _ = write_reports(report, tmp_path / "out")
+    with pytest.raises(
+        BmcError, match=r"backup_odd_numbers.json#0 \(session 'n'\) cannot be stored"
+    ):
+        list(recoverable_documents(json_path))

@@ -13,6 +13,7 @@ request gets 409 rather than queueing behind a long operation.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,8 +237,21 @@ def status_for(exc: E.BmcError) -> int:
     return next(code for cls, code in _STATUS_OF if isinstance(exc, cls))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
+    """``obj`` as plain JSON values that a response can always encode.
+
+    A lone surrogate (a broken session id in a scanned file) cannot be UTF-8, and the response
+    would fail as a whole; it is shown as the six characters ``\\ud800`` instead.
+    """
+    text = json.dumps(obj, default=str, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
+    return json.loads(text)
 
 
 class _Busy:

@@ -827,10 +827,25 @@ def scan_mongodb(
         return {n: f.result() for n, f in futures.items()}
 
 
+def _storable(value: Any) -> bool:
+    """Whether BSON can hold ``value`` (not a lone surrogate, not an integer beyond 64 bits)."""
+    try:
+        bson.encode({"v": value})
+    except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError):
+        return False
+    return True
+
+
 def existing_keys(coll: Any, keys: list[str]) -> set[str]:
-    """Which of these conversation keys MongoDB has."""
-    ids = [json_util.loads(k[4:]) for k in keys if k.startswith("_id:")]
-    sessions = [k[len("session_id:") :] for k in keys if k.startswith("session_id:")]
+    """Which of these conversation keys MongoDB has.
+
+    A key BSON cannot hold cannot be in MongoDB either: it is not asked about (asking would fail
+    the whole batch), so it counts as missing and ``recover`` names it.
+    """
+    ids = [v for k in keys if k.startswith("_id:") and _storable(v := json_util.loads(k[4:]))]
+    sessions = [
+        s for k in keys if k.startswith("session_id:") and _storable(s := k[len("session_id:") :])
+    ]
     have: set[str] = set()
     for i in range(0, len(ids), 1000):
         for d in coll.find({"_id": {"$in": ids[i : i + 1000]}}, {"_id": 1}):
@@ -1042,7 +1057,7 @@ class _Conversations:
         by_key = self.by_key
         with spool.open("rb") as fh:
             for line in fh:
-                record = orjson.loads(line)
+                record = _load_line(line)
                 self.count += record[1]
                 _fold_record(by_key, record)
                 if len(by_key) >= self.SPILL_KEYS:
@@ -1081,7 +1096,7 @@ def _first(record: list[Any]) -> Any:
 def _records(path: Path) -> Iterator[list[Any]]:
     with path.open("rb") as fh:
         for line in fh:
-            yield orjson.loads(line)
+            yield _load_line(line)
 
 
 def _dump_line(record: list[Any]) -> bytes:
@@ -1089,6 +1104,17 @@ def _dump_line(record: list[Any]) -> bytes:
         return orjson.dumps(record) + b"\n"
     except orjson.JSONEncodeError:  # a lone surrogate in a session id
         return json.dumps(record).encode() + b"\n"
+
+
+def _load_line(line: bytes) -> list[Any]:
+    """A line of :func:`_dump_line`; the standard library reads what orjson refuses (a lone
+    surrogate, escaped as ``\\ud800``)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = json.loads(line)
+    assert isinstance(record, list)
+    return record
 
 
 def _rank(newest: list[Any]) -> tuple[float, int, int]:
@@ -1280,10 +1306,14 @@ def write_reports(report: ScanReport, out_dir: Path) -> tuple[Path, Path]:
     j = out_dir / f"recovery_report_{stamp}.json"
     m = out_dir / f"recovery_report_{stamp}.md"
     report.recommendations = [r.replace(REPORT_PLACEHOLDER, str(j)) for r in report.recommendations]
+    # a lone surrogate (a broken session id) becomes the six characters \ud800: in JSON text,
+    # where it can only be inside a string, that is its own escape, so the report reads back
     j.write_text(
-        json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+        json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str),
+        encoding="utf-8",
+        errors="backslashreplace",
     )
-    m.write_text(markdown(report), encoding="utf-8")
+    m.write_text(markdown(report), encoding="utf-8", errors="backslashreplace")
     return j, m
 
 
@@ -1291,7 +1321,9 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
     """The newest version of each recoverable conversation of a saved report, as BSON.
 
     A conversation without ``_id`` gets one derived from its session id, so recovering twice
-    cannot create two copies.
+    cannot create two copies. One that BSON cannot hold (a lone surrogate, an integer beyond 64
+    bits) stops the recovery with its place named; the restore reads every document before it
+    writes any, so nothing has been written then.
     """
     try:
         data = json.loads(report_path.read_text(encoding="utf-8"))
@@ -1311,10 +1343,17 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
         for i, conv in enumerate(conversations_of(Path(path), date_fields, keyring)):
             if i in indexes and content_hash(conv) == indexes[i]:
                 conv = to_document(conv, date_fields)
-                if "_id" not in conv:
-                    digest = hashlib.sha256(("session_id:" + conv["session_id"]).encode()).digest()
-                    conv = {"_id": bson.ObjectId(digest[:12]), **conv}
-                yield bson.encode(conv)
+                try:
+                    if "_id" not in conv:
+                        session = ("session_id:" + conv["session_id"]).encode()
+                        conv = {"_id": bson.ObjectId(hashlib.sha256(session).digest()[:12]), **conv}
+                    yield bson.encode(conv)
+                except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError) as exc:
+                    raise BmcError(
+                        f"{path}#{i} (session {conv['session_id']!r}) cannot be stored in "
+                        f"MongoDB: {exc}; nothing was written. Remove its entry from "
+                        f"'recoverable' in {report_path} (or mend the file) and recover again"
+                    ) from None
 
 
 __all__ = ["ScanReport", "markdown", "recoverable_documents", "scan", "write_reports"]
