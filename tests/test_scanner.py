@@ -568,3 +568,50 @@ def test_values_orjson_refuses_are_still_scanned(tmp_path: Path, mongo_db: Any) 
         BmcError, match=r"backup_odd_numbers.json#0 \(session 'n'\) cannot be stored"
     ):
         list(recoverable_documents(json_path))
+
+
+@pytest.mark.timeout(60)
+def test_cut_short_or_corrupt_compressed_files_and_named_pipes(tmp_path: Path) -> None:
+    """A gzip or zstd copy interrupted half way gives up the conversations before the cut;
+    corrupt data is named; several gzip members are one file; a named pipe with a matching
+    name is reported, not opened (opening it would wait for a writer forever)."""
+    import os
+
+    root = tmp_path / "r"
+    root.mkdir()
+    import random
+
+    rng = random.Random(5)
+    convs = [conv(f"c{i}") for i in range(400)]
+    for c in convs:  # text that does not compress to nothing: several zstd blocks
+        c["messages"][0]["content"] = "".join(rng.choice("abcdefghij ") for _ in range(800))
+    raw = ej(convs).encode()
+    assert len(raw) > 3 * 128 * 1024
+    gz = gzip.compress(raw)
+    (root / "backup_cut.json.gz").write_bytes(gz[: len(gz) // 2])
+    zst = zstandard.ZstdCompressor().compress(raw)
+    (root / "backup_cut.json.zst").write_bytes(zst[: len(zst) // 2])
+    (root / "backup_members.json.gz").write_bytes(
+        gzip.compress(raw[:500]) + gzip.compress(raw[500:])
+    )
+    (root / "backup_corrupt.json.gz").write_bytes(gz[:10] + bytes(200) + gz[210:])
+    os.mkfifo(root / "backup_pipe.json")
+
+    report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
+                  collections={}, workers=1)  # fmt: skip
+    files = {Path(f.path).name: f for f in report.files}
+    assert set(files) == {"backup_cut.json.gz", "backup_cut.json.zst", "backup_members.json.gz",
+                          "backup_corrupt.json.gz"}  # fmt: skip
+    for name, kind in (("backup_cut.json.gz", "gzip"), ("backup_cut.json.zst", "zstd")):
+        f = files[name]
+        assert 0 < f.conversations < 400 and f.salvaged, (name, f)
+        assert f.error is not None and f.error.startswith(f"the {kind} file is cut short after ")
+    assert files["backup_members.json.gz"].conversations == 400
+    assert files["backup_members.json.gz"].error is None
+    corrupt = files["backup_corrupt.json.gz"]
+    assert corrupt.error is not None and corrupt.error.startswith(
+        "corrupt gzip data near compressed byte"
+    )
+    assert report.problems == [
+        f"{root / 'backup_pipe.json'}: not a regular file (a named pipe, socket or device), not read"
+    ]

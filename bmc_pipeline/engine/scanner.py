@@ -25,7 +25,6 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import gc
-import gzip
 import hashlib
 import heapq
 import itertools
@@ -34,9 +33,11 @@ import multiprocessing
 import multiprocessing.context
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -396,18 +397,87 @@ class FileReport:
 
 
 # -- reading files ---------------------------------------------------------------------------------
-def _open(path: Path) -> tuple[BinaryIO, str]:
+class _Decompressed:
+    """A gzip or zstd file read as a stream that gives out all it can and then says what is wrong.
+
+    The standard readers lose what a cut-short file still holds (``GzipFile.read`` raises
+    before returning the data it decompressed; zstd's stream reader returns nothing and no
+    error), and a backup interrupted while being copied is exactly what a recovery scan meets.
+    Here the data decompressed before the end is returned first, so the conversations in it are
+    salvaged, and the next read raises ``EOFError`` naming the damage. Concatenated gzip members
+    and zstd frames are read one after another.
+    """
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self._fh = path.open("rb")
+        self._kind = kind
+        self._d = self._new()
+        self._fed = False  # the current member or frame has been given data
+        self._out = bytearray()
+        self._error: Exception | None = None
+        self._consumed = 0  # compressed bytes read
+
+    def _new(self) -> Any:
+        if self._kind == "gzip":
+            return zlib.decompressobj(wbits=31)
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            try:
+                self._out += self._d.decompress(data)
+            except (zlib.error, zstandard.ZstdError) as exc:
+                raise ValueError(
+                    f"corrupt {self._kind} data near compressed byte {self._consumed}: {exc}"
+                ) from None
+            self._fed = True
+            if not self._d.eof:
+                return
+            data = self._d.unused_data
+            if not data.strip(b"\x00"):  # padding after the last member
+                return
+            self._d, self._fed = self._new(), False
+
+    def read(self, n: int) -> bytes:
+        while len(self._out) < n and self._error is None:
+            chunk = self._fh.read(CHUNK)
+            if not chunk:
+                if self._fed and not self._d.eof:
+                    self._error = EOFError(
+                        f"the {self._kind} file is cut short after {self._consumed} compressed "
+                        "bytes (the data before that was read)"
+                    )
+                break
+            try:
+                self._feed(chunk)
+            except ValueError as exc:  # corrupt: what came before it is still given out
+                self._error = exc
+            self._consumed += len(chunk)
+        if not self._out and self._error is not None:
+            raise self._error
+        data = bytes(self._out[:n])
+        del self._out[:n]
+        return data
+
+    def __enter__(self) -> _Decompressed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+def _open(path: Path) -> tuple[Any, str]:
     if path.name.endswith(".gz"):
-        return gzip.GzipFile(path, "rb"), "gzip"  # type: ignore[return-value]
+        return _Decompressed(path, "gzip"), "gzip"
     if path.name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(path.open("rb")), "zstd"
+        return _Decompressed(path, "zstd"), "zstd"
     return path.open("rb"), ""
 
 
 class _Text:
     """Decoded text of a binary stream, in chunks, with the byte offset of each chunk's start."""
 
-    def __init__(self, raw: BinaryIO, size_hint: int = CHUNK) -> None:
+    def __init__(self, raw: BinaryIO | _Decompressed, size_hint: int = CHUNK) -> None:
         self.raw = raw
         self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self.bytes_read = 0
@@ -736,7 +806,8 @@ def conversations_of(
 def candidate_files(
     root: Path, directories: list[str], patterns: list[str]
 ) -> tuple[list[Path], list[str]]:
-    """Files to scan, and problems met on the way (unreadable directories, links not followed)."""
+    """Files to scan, and problems met on the way (unreadable directories, links not followed,
+    names that match but are not regular files: a named pipe would block the scan forever)."""
     names = set()
     for pat in patterns:
         names.add(pat)
@@ -748,8 +819,25 @@ def candidate_files(
     out: dict[str, Path] = {}
     problems: list[str] = []
 
-    def match(name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pat) for pat in names)
+    def consider(p: Path) -> None:
+        if not any(fnmatch.fnmatch(p.name, pat) for pat in names):
+            return
+        try:
+            mode = p.lstat().st_mode
+        except OSError as exc:
+            problems.append(f"{p}: cannot be read ({exc.strerror})")
+            return
+        if stat.S_ISLNK(mode):
+            problems.append(f"{p}: a symbolic link, not followed")
+        elif stat.S_ISDIR(mode):
+            pass  # a directory with a file-like name; os.walk goes into it
+        elif not stat.S_ISREG(mode):
+            problems.append(f"{p}: not a regular file (a named pipe, socket or device), not read")
+        else:
+            out[str(p.resolve())] = p
+
+    def onerror(err: OSError) -> None:
+        problems.append(f"{err.filename}: cannot read directory ({err.strerror})")
 
     for d in directories:
         base = (root / d) if d not in (".", "") else root
@@ -757,23 +845,12 @@ def candidate_files(
             continue
         if d in (".", ""):
             for entry in sorted(base.iterdir()):
-                if entry.is_file() and not entry.is_symlink() and match(entry.name):
-                    out[str(entry.resolve())] = entry
+                consider(entry)
             continue
-
-        def onerror(err: OSError) -> None:
-            problems.append(f"{err.filename}: cannot read directory ({err.strerror})")
-
         for dirpath, dirnames, filenames in os.walk(base, onerror=onerror, followlinks=False):
             dirnames.sort()
             for fn in sorted(filenames):
-                p = Path(dirpath) / fn
-                if p.is_symlink():
-                    if match(fn):
-                        problems.append(f"{p}: a symbolic link, not followed")
-                    continue
-                if match(fn):
-                    out[str(p.resolve())] = p
+                consider(Path(dirpath) / fn)
     return sorted(out.values()), problems
 
 
