@@ -109,9 +109,8 @@ def test_seed_api_restores_from_a_backup_id_and_from_a_legacy_json_file(
     assert report["inserted"] == 3 and report["verified"]
     # the seed's envelope, nested under collections
     envelope = tmp_path / "export.json"
-    envelope.write_text(
-        json_util.dumps({"backup_metadata": {}, "collections": {"conversations": docs[:6]}})
-    )
+    text = json_util.dumps({"backup_metadata": {}, "collections": {"conversations": docs[:6]}})
+    envelope.write_bytes(b"\xef\xbb\xbf" + text.encode())  # with a BOM, as Windows tools write
     report = restore_from_backup(str(envelope), "conversations", dry_run=True)
     assert report["inserted"] == 2 and report["skipped"] == 4
     assert db["conversations"].count_documents({}) == 4

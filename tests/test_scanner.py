@@ -615,3 +615,20 @@ def test_cut_short_or_corrupt_compressed_files_and_named_pipes(tmp_path: Path) -
     assert report.problems == [
         f"{root / 'backup_pipe.json'}: not a regular file (a named pipe, socket or device), not read"
     ]
+
+
+def test_a_byte_order_mark_is_not_damage(tmp_path: Path) -> None:
+    """Windows tools begin UTF-8 files with a BOM; arrays and NDJSON read the same with one."""
+    root = tmp_path / "r"
+    root.mkdir()
+    bom = b"\xef\xbb\xbf"
+    (root / "backup_bom.json").write_bytes(bom + ej([conv("A"), conv("B")]).encode())
+    (root / "backup_bom.ndjson").write_bytes(
+        bom + (ej(conv("C")) + "\n" + ej(conv("D")) + "\n").encode()
+    )
+    report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
+                  collections={}, workers=1)  # fmt: skip
+    assert [(Path(f.path).name, f.shape, f.conversations, f.error) for f in report.files] == [
+        ("backup_bom.json", "array", 2, None),
+        ("backup_bom.ndjson", "ndjson", 2, None),
+    ]

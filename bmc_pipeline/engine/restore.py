@@ -918,7 +918,7 @@ def legacy_documents(path: Path, collection: str) -> Iterator[bytes]:
     Values in Extended JSON (``{"$oid": ...}``, ``{"$date": ...}``) are read as BSON types.
     """
     try:
-        data = json_util.loads(path.read_text(encoding="utf-8"))
+        data = json_util.loads(path.read_text(encoding="utf-8-sig"))  # with or without a BOM
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BmcError(f"{path}: cannot read as JSON: {exc}") from None
     docs: Any = None

@@ -479,7 +479,9 @@ class _Text:
 
     def __init__(self, raw: BinaryIO | _Decompressed, size_hint: int = CHUNK) -> None:
         self.raw = raw
-        self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(
+            "strict"
+        )  # a BOM (Windows tools) is dropped
         self.bytes_read = 0
         # a small file is read in one call of its own size: asking for a whole chunk would
         # allocate (and map and unmap) a megabyte for each of thousands of small files
