@@ -395,15 +395,27 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
     report_path = Path(args.from_scan)
     engine = _restore_engine(settings, quiet=args.json)
+    missing: list[str] = []
     result = engine.restore(
         f"file:{report_path.name}",
         "conversations",
         target_collection=args.target_collection,
         strategy=args.strategy or settings.restore.default_strategy,
         dry_run=args.dry_run,
-        legacy_documents=recoverable_documents(report_path, _keyring_if_any(settings)),
+        legacy_documents=recoverable_documents(report_path, _keyring_if_any(settings), missing),
     ).as_dict()
+    result["not_found"] = missing
     _print_restore_report(result, as_json=args.json)
+    if missing and not args.json:
+        print(
+            f"warning: {len(missing)} conversation(s) of the report were not recovered, because "
+            "they are no longer found as the scan saw them; scan again to see what is there now:",
+            file=sys.stderr,
+        )
+        for line in missing[:10]:
+            print(f"  {line}", file=sys.stderr)
+        if len(missing) > 10:
+            print(f"  ... and {len(missing) - 10} more (all are in --json output)", file=sys.stderr)
     if result["dry_run"]:
         return 0
     return 0 if result["verified"] else 8

@@ -151,6 +151,21 @@ def test_scan_counts_every_shape_exactly_and_recover_restores_what_is_missing(
     assert main(["--config", str(cfg), "rollback", done["rollback_id"], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verified"]
     assert mongo_db["conversations"].count_documents({}) == 3
+    assert done["not_found"] == []
+    # a file gone since the scan: recover writes the rest and says which it could not find
+    rec = json.loads(json_path.read_text())["recoverable"]
+    gone = Path(rec[0]["path"])
+    lost = sorted(f"{gone}#{r['index']}" for r in rec if r["path"] == str(gone))
+    gone.unlink()
+    args = ["--config", str(cfg), "recover", "--from-scan", str(json_path), "--dry-run"]
+    assert main([*args, "--json"]) == 0
+    partial = json.loads(capsys.readouterr().out)
+    assert partial["inserted"] == 10 - len(lost)
+    assert [m.split(": ")[0] for m in partial["not_found"]] == lost
+    assert all(": cannot be read now: " in m for m in partial["not_found"])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {len(lost)} conversation(s) of the report were not recovered" in err
 
 
 def test_scan_job_writes_both_reports_and_attaches_the_summary(

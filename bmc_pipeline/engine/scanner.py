@@ -1396,13 +1396,21 @@ def write_reports(report: ScanReport, out_dir: Path) -> tuple[Path, Path]:
     return j, m
 
 
-def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> Iterator[bytes]:
+class UnstorableError(BmcError):
+    """A recoverable conversation that BSON cannot hold; recovery stops before writing."""
+
+
+def recoverable_documents(
+    report_path: Path, keyring: KeyRing | None = None, missing: list[str] | None = None
+) -> Iterator[bytes]:
     """The newest version of each recoverable conversation of a saved report, as BSON.
 
     A conversation without ``_id`` gets one derived from its session id, so recovering twice
     cannot create two copies. One that BSON cannot hold (a lone surrogate, an integer beyond 64
     bits) stops the recovery with its place named; the restore reads every document before it
-    writes any, so nothing has been written then.
+    writes any, so nothing has been written then. Entries of the report that are not found as
+    they were scanned (the file changed, is gone or cannot be read now) are skipped and, when
+    ``missing`` is given, listed there as ``path#index: why``.
     """
     try:
         data = json.loads(report_path.read_text(encoding="utf-8"))
@@ -1419,20 +1427,33 @@ def recoverable_documents(report_path: Path, keyring: KeyRing | None = None) -> 
     for r in data.get("recoverable", []):
         wanted.setdefault(r["path"], {})[int(r["index"])] = r["hash"]
     for path, indexes in wanted.items():
-        for i, conv in enumerate(conversations_of(Path(path), date_fields, keyring)):
-            if i in indexes and content_hash(conv) == indexes[i]:
-                conv = to_document(conv, date_fields)
-                try:
-                    if "_id" not in conv:
-                        session = ("session_id:" + conv["session_id"]).encode()
-                        conv = {"_id": bson.ObjectId(hashlib.sha256(session).digest()[:12]), **conv}
-                    yield bson.encode(conv)
-                except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError) as exc:
-                    raise BmcError(
-                        f"{path}#{i} (session {conv['session_id']!r}) cannot be stored in "
-                        f"MongoDB: {exc}; nothing was written. Remove its entry from "
-                        f"'recoverable' in {report_path} (or mend the file) and recover again"
-                    ) from None
+        found: set[int] = set()
+        why = "not found as scanned: the file changed since the scan"
+        try:
+            for i, conv in enumerate(conversations_of(Path(path), date_fields, keyring)):
+                if i in indexes and content_hash(conv) == indexes[i]:
+                    found.add(i)
+                    yield _storable_bson(to_document(conv, date_fields), path, i, report_path)
+        except UnstorableError:
+            raise
+        except (OSError, ValueError, EOFError, zstandard.ZstdError, BmcError) as exc:
+            why = f"cannot be read now: {exc}"
+        if missing is not None:
+            missing.extend(f"{path}#{i}: {why}" for i in sorted(set(indexes) - found))
+
+
+def _storable_bson(conv: dict[str, Any], path: str, i: int, report_path: Path) -> bytes:
+    try:
+        if "_id" not in conv:
+            session = ("session_id:" + conv["session_id"]).encode()
+            conv = {"_id": bson.ObjectId(hashlib.sha256(session).digest()[:12]), **conv}
+        return bson.encode(conv)
+    except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError) as exc:
+        raise UnstorableError(
+            f"{path}#{i} (session {conv['session_id']!r}) cannot be stored in MongoDB: {exc}; "
+            f"nothing was written. Remove its entry from 'recoverable' in {report_path} (or "
+            "mend the file) and recover again"
+        ) from None
 
 
 __all__ = ["ScanReport", "markdown", "recoverable_documents", "scan", "write_reports"]
