@@ -22,6 +22,7 @@ from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.export import FORMATS, export_collection
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.validate import validate_backup
+from bmc_pipeline.progress import ProgressBar
 
 
 def _print_json(obj: Any) -> None:
@@ -376,6 +377,7 @@ def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         db=db,
         keyring=_keyring_if_any(settings),
         log=log,
+        progress=None if args.json else ProgressBar("reading files"),
     )
     out_dir = Path(args.output_dir) if args.output_dir else settings.path(sc.output_dir)
     json_path, md_path = write_reports(report, out_dir)

@@ -647,3 +647,53 @@ def test_a_byte_order_mark_is_not_damage(tmp_path: Path) -> None:
         ("backup_bom.json", "array", 2, None),
         ("backup_bom.ndjson", "ndjson", 2, None),
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_is_told_bytes_read_up_to_all_of_them(
+    tree: Path, settings: Settings, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bmc_pipeline.engine.scanner as scanner
+
+    monkeypatch.setattr(scanner._Reporter, "INTERVAL_S", 0.0)  # every read reaches the reporter
+    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)  # a batch per file: several tasks
+    calls: list[tuple[int, int]] = []
+    report = scan(root=tree, directories=settings.scanner.directories,
+                  patterns=settings.scanner.patterns, db=None, collections={},
+                  workers=workers, progress=lambda d, t: calls.append((d, t)))  # fmt: skip
+    total = sum(f.size for f in report.files)
+    assert calls and all(t == total for _, t in calls)
+    assert calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # never goes back
+    if workers == 1:  # read in this process: told as the files are read, not only at the end
+        assert len({d for d, _ in calls}) > 2
+
+
+def test_the_progress_bar_draws_on_a_terminal_and_writes_tenths_elsewhere() -> None:
+    import io
+
+    from bmc_pipeline.progress import ProgressBar
+
+    log = io.StringIO()
+    bar = ProgressBar("reading files", stream=log)
+    for done in range(0, 101, 5):
+        bar(done * 1_000_000, 100_000_000)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("... reading files  10%  10.0 of 100.0 MB")
+    assert lines[-1].startswith("... reading files 100%  100.0 of 100.0 MB")
+
+    emitted: list[str] = []
+    ProgressBar("read files:", emit=emitted.append)(50, 100)
+    assert len(emitted) == 1 and emitted[0].startswith("read files:  50%")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    bar = ProgressBar("reading files", stream=term)
+    bar(25, 100)
+    bar(100, 100)
+    out = term.getvalue()
+    assert out.startswith("\r... [#######.......................] reading files  25%")
+    assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 1

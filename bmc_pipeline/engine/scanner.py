@@ -37,9 +37,10 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -459,6 +460,10 @@ class _Decompressed:
         del self._out[:n]
         return data
 
+    def tell(self) -> int:
+        """Compressed bytes read so far (progress is counted in file bytes)."""
+        return self._consumed
+
     def __enter__(self) -> _Decompressed:
         return self
 
@@ -474,15 +479,59 @@ def _open(path: Path) -> tuple[Any, str]:
     return path.open("rb"), ""
 
 
+# -- progress ---------------------------------------------------------------------------------------
+Progress = Callable[[int, int], None]
+"""Told (bytes of files read, bytes of files to read) now and then during a scan."""
+
+# Bytes read by this process's scan work: a counter shared with the main process, set in each
+# worker by _worker_start; when the main process reads files itself, the thread doing so has
+# its own (a process may run several scans, from the API's threads).
+_READ: Any = None
+_LOCAL = threading.local()
+
+
+def _count_read(n: int) -> None:
+    in_process = getattr(_LOCAL, "reporter", None)
+    counter = in_process.counter if in_process is not None else _READ
+    if counter is not None and n > 0:
+        with counter.get_lock():
+            counter.value += n
+        if in_process is not None:
+            in_process.tick()
+
+
+def _worker_start(counter: Any) -> None:
+    """Runs in each worker as it starts: progress goes to the main process's counter."""
+    global _READ
+    _READ = counter
+
+
+class _Reporter:
+    """Calls ``progress`` at most twice a second, and once at the end."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, progress: Progress | None, counter: Any, total: int) -> None:
+        self.progress, self.counter, self.total = progress, counter, total
+        self._last = 0.0
+
+    def tick(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is not None and (final or now - self._last >= self.INTERVAL_S):
+            self._last = now
+            done = self.total if final else min(self.counter.value, self.total)
+            self.progress(done, self.total)
+
+
 class _Text:
     """Decoded text of a binary stream, in chunks, with the byte offset of each chunk's start."""
 
     def __init__(self, raw: BinaryIO | _Decompressed, size_hint: int = CHUNK) -> None:
         self.raw = raw
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(
-            "strict"
-        )  # a BOM (Windows tools) is dropped
+        # utf-8-sig: a byte order mark (Windows tools write one) is dropped
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
         self.bytes_read = 0
+        self._counted = 0  # file bytes (compressed, for a compressed file) counted as progress
         # a small file is read in one call of its own size: asking for a whole chunk would
         # allocate (and map and unmap) a megabyte for each of thousands of small files
         self.chunk = min(CHUNK, max(size_hint + 1, 4096))
@@ -499,6 +548,9 @@ class _Text:
         except UnicodeDecodeError as exc:
             raise ValueError(f"invalid UTF-8 at byte {self.bytes_read + exc.start}") from None
         self.bytes_read += len(data)
+        at = self.raw.tell()
+        _count_read(at - self._counted)
+        self._counted = at
         return text
 
 
@@ -972,11 +1024,13 @@ def scan(
     date_fields: frozenset[str] = frozenset({"created_at", "updated_at"}),
     keyring: KeyRing | None = None,
     log: Log = _quiet,
+    progress: Progress | None = None,
 ) -> ScanReport:
     """Scan the filesystem under ``root`` (if given) and the database (if given).
 
     Our own backups met on the way (their manifests match ``backup*.json``) are read through
-    their manifests when ``keyring`` is given.
+    their manifests when ``keyring`` is given. ``progress`` is told how many bytes of the files
+    have been read, about twice a second.
     """
     report = ScanReport(
         generated_at=datetime.now(timezone.utc).isoformat(),
@@ -1003,29 +1057,20 @@ def scan(
                 (i for i in range(len(paths)) if slots[i] is None),
                 key=lambda i: -_size(paths[i]),
             )
-            log(f"scanning {len(todo)} files under {root} with {workers} worker(s)")
+            total = sum(_size(paths[i]) for i in todo)
+            log(
+                f"scanning {len(todo)} file(s) ({total / 1e6:.1f} MB) under {root} "
+                f"with {workers} worker(s)"
+            )
             tasks = _batches([(str(paths[i]), i) for i in todo], paths)
-            spools = [str(Path(tmp) / f"batch{n}.jsonl") for n in range(len(tasks))]
-            done = 0
-            if workers > 1 and len(tasks) > 1:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
-                    futures = {
-                        pool.submit(scan_files, t, date_fields, sp): sp
-                        for t, sp in zip(tasks, spools, strict=True)
-                    }
-                    # records are folded in as each batch finishes, while the others run
-                    for fut in as_completed(futures):
-                        for i, fr in fut.result():
-                            slots[i] = fr
-                        found.load(Path(futures[fut]))
-                        done += 1
-                        if done % 20 == 0:
-                            log(f"{done}/{len(tasks)} batches of files scanned")
-            else:
-                for t, sp in zip(tasks, spools, strict=True):
-                    for i, fr in scan_files(t, date_fields, sp):
-                        slots[i] = fr
-                    found.load(Path(sp))
+            spools = [Path(tmp) / f"batch{n}.jsonl" for n in range(len(tasks))]
+            # records are folded in as each batch finishes, while the others run
+            for results, spool in _run_batches(
+                tasks, spools, date_fields, workers, total, progress
+            ):
+                for i, fr in results:
+                    slots[i] = fr
+                found.load(spool)
             report.files = [fr for fr in slots if fr is not None]
         if db is not None and collections:
             log(f"scanning MongoDB collections: {', '.join(collections)}")
@@ -1039,6 +1084,42 @@ def scan(
             "folders, or change scanner.directories / scanner.patterns in backup_config.json"
         ] + [r for r in report.recommendations if r != _NO_CONVERSATIONS]
     return report
+
+
+def _run_batches(
+    tasks: list[list[tuple[str, int]]],
+    spools: list[Path],
+    date_fields: frozenset[str],
+    workers: int,
+    total: int,
+    progress: Progress | None,
+) -> Iterator[tuple[list[tuple[int, FileReport]], Path]]:
+    """Each batch's file reports and spool, as batches finish; ``progress`` told meanwhile."""
+    parallel = workers > 1 and len(tasks) > 1
+    ctx = _mp_context() if parallel else multiprocessing.get_context()
+    reporter = _Reporter(progress, ctx.Value("q", 0), total)
+    if not parallel:
+        _LOCAL.reporter = reporter
+        try:
+            for t, sp in zip(tasks, spools, strict=True):
+                yield scan_files(t, date_fields, str(sp)), sp
+        finally:
+            _LOCAL.reporter = None
+        reporter.tick(final=True)
+        return
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(reporter.counter,)
+    ) as pool:
+        pending = {
+            pool.submit(scan_files, t, date_fields, str(sp)): sp
+            for t, sp in zip(tasks, spools, strict=True)
+        }
+        while pending:
+            finished, _ = wait(pending, timeout=_Reporter.INTERVAL_S, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result(), pending.pop(fut)
+            reporter.tick()
+    reporter.tick(final=True)
 
 
 _BATCH_BYTES = 8 << 20
@@ -1479,6 +1560,7 @@ def scan_settings(
     db: Any | None = None,
     keyring: KeyRing | None = None,
     log: Log = _quiet,
+    progress: Progress | None = None,
 ) -> ScanReport:
     """A scan as configured in ``backup_config.json``; the command line, Dagster and the API share it.
 
@@ -1516,6 +1598,7 @@ def scan_settings(
         date_fields=frozenset(date_fields),
         keyring=keyring,
         log=log,
+        progress=progress,
     )
     if missing_root is not None:
         problem = (

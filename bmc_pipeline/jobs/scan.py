@@ -9,6 +9,7 @@ from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
+from bmc_pipeline.progress import ProgressBar
 from bmc_pipeline.resources import EncryptionResource, MongoResource
 from bmc_pipeline.run_audit import audited_run
 
@@ -47,6 +48,7 @@ def build_scan_job(settings: Settings) -> dg.JobDefinition:
                 db=mongo.database_handle() if config.source != Source.filesystem else None,
                 keyring=keyring,
                 log=context.log.info,
+                progress=ProgressBar("read files:", emit=context.log.info),
             )
             info["extra"] = {"summary": report.summary}
         out = Path(config.output_dir) if config.output_dir else settings.path(sc.output_dir)
