@@ -610,6 +610,13 @@ def _looks_like_ndjson(buf: str) -> bool:
     return True
 
 
+def _back_over_space(buf: str, i: int, floor: int) -> int:
+    """The last position at or before ``i`` (and after ``floor``) that is not JSON white space."""
+    while i > floor and buf[i] in " \t\r\n":
+        i -= 1
+    return i
+
+
 class _FastRuns:
     """Parse many array elements at once with orjson, instead of one by one.
 
@@ -650,9 +657,7 @@ class _FastRuns:
         limit = pos + self.RUN_CHARS
         hi = len(buf)
         if limit >= hi:  # the buffer may hold the rest of the array: try it whole, closing ']'
-            end = hi - 1
-            while end > pos and buf[end] in " \t\r\n":
-                end -= 1
+            end = _back_over_space(buf, hi - 1, pos)
             if buf[end] == "]":
                 values = self._parse(buf[pos:end])
                 if values is not None:
@@ -663,9 +668,7 @@ class _FastRuns:
                 k = buf.find(lead, limit, hi)
             if k == -1:
                 return None  # one element in the buffer: the slow path reads on
-            cut = k - 1
-            while cut > pos and buf[cut] in " \t\r\n":
-                cut -= 1
+            cut = _back_over_space(buf, k - 1, pos)
             if buf[cut] == ",":
                 values = self._parse(buf[pos:cut])
                 if values is not None:
