@@ -554,7 +554,9 @@ def test_a_scan_that_read_no_files_says_why_and_what_to_do(
     assert "point --root at the directory that holds those folders" in empty.recommendations[0]
 
 
-def test_values_orjson_refuses_are_still_scanned(tmp_path: Path, mongo_db: Any) -> None:
+def test_values_orjson_refuses_are_still_scanned(
+    tmp_path: Path, mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A lone surrogate (in the session id, which travels through the spool files), NaN and an
     integer beyond 64 bits: the standard library reads them, and the scan counts them. BSON
     cannot hold the surrogate or the integer: recovering stops before writing, naming the place."""
@@ -564,6 +566,9 @@ def test_values_orjson_refuses_are_still_scanned(tmp_path: Path, mongo_db: Any) 
     (root / "backup_odd_numbers.json").write_text(
         '[{"session_id": "n", "messages": [], "score": NaN, "big": 123456789012345678901234567890}]'
     )
+    import bmc_pipeline.engine.scanner as scanner
+
+    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)  # a task per file: workers=2 uses the pool
     for workers in (1, 2):
         report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
                       collections={}, workers=workers)  # fmt: skip
