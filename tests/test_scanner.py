@@ -702,3 +702,30 @@ def test_the_progress_bar_draws_on_a_terminal_and_writes_tenths_elsewhere() -> N
     out = term.getvalue()
     assert out.startswith("\r... [#######.......................] reading files  25%")
     assert out.count("\r") == 2 and out.endswith("\n") and out.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_compressed_input_expands_a_bounded_amount_at_a_time(tmp_path: Path, kind: str) -> None:
+    """A small compressed file of a great deal of white space (a compression bomb, or a very
+    padded export) is decompressed a slice at a time, not all into memory at once."""
+    import bmc_pipeline.engine.scanner as scanner
+
+    path = tmp_path / f"backup_padded.json.{'gz' if kind == 'gzip' else 'zst'}"
+    spaces = b" " * (1 << 20)
+    with path.open("wb") as fh:
+        if kind == "gzip":
+            with gzip.GzipFile(fileobj=fh, mode="wb") as w:
+                for _ in range(96):
+                    w.write(spaces)
+        else:
+            with zstandard.ZstdCompressor().stream_writer(fh) as z:
+                for _ in range(96):
+                    z.write(spaces)
+    assert path.stat().st_size < 200_000  # 96 MB of spaces
+    reader = scanner._Decompressed(path, kind)
+    total = held = 0
+    while chunk := reader.read(1 << 20):
+        total += len(chunk)
+        held = max(held, len(reader._out))
+    assert total == 96 << 20
+    assert held < 40 << 20  # one feed's worth, not the 96 MB the file expands to
