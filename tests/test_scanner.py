@@ -729,3 +729,23 @@ def test_compressed_input_expands_a_bounded_amount_at_a_time(tmp_path: Path, kin
         held = max(held, len(reader._out))
     assert total == 96 << 20
     assert held < 40 << 20  # one feed's worth, not the 96 MB the file expands to
+
+
+def test_samples_mask_phone_numbers_and_addresses_written_into_messages() -> None:
+    from bmc_pipeline.engine.scanner import mask
+
+    text = (
+        "escribime a juan.perez@example.com.uy o al +598 99 123 456 o (099) 123-456; "
+        "total USD 37,108.56 el 2026-10-25, pedido 1234567"
+    )
+    doc = {
+        "messages": [{"content": text}],
+        "user": {"phone": "+598 91 234 567", "email": "ana@x.com"},
+    }
+    masked = mask(doc, {"phone", "email", "name"})
+    assert masked["messages"][0]["content"] == (
+        "escribime a j***@example.com.uy o al +*** ** *** *56 o (***) ***-*56; "
+        "total USD 37,108.56 el 2026-10-25, pedido 1234567"  # prices, dates, short numbers kept
+    )
+    assert masked["user"] == {"phone": "+*** ** *** *67", "email": "a***@x.com"}
+    assert doc["messages"][0]["content"] == text  # the document itself is not changed

@@ -920,18 +920,41 @@ def candidate_files(
 
 
 # -- MongoDB ---------------------------------------------------------------------------------------
+_EMAIL = re.compile(r"([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
+# a phone number: 9 digits or more, maybe with +, spaces, dashes, dots or parentheses between
+# (9, so that a date such as 2026-10-25 or a price such as 37,108.56 is left alone)
+_PHONE = re.compile(r"\+?\(?\d(?:[\s().-]*\d){8,}")
+
+
+def _keep_last_two(text: str) -> str:
+    """Letters and digits starred but the last two; spaces and punctuation kept (the shape)."""
+    shown = [i for i, c in enumerate(text) if c.isalnum()][-2:]
+    return "".join("*" if c.isalnum() and i not in shown else c for i, c in enumerate(text))
+
+
+def _mask_digits(m: re.Match[str]) -> str:
+    return _keep_last_two(m.group())
+
+
 def mask(value: Any, sensitive: set[str], key: str = "") -> Any:
-    """Personal data masked: keeps the shape and the last two characters."""
+    """Personal data masked, for the samples a report shows.
+
+    Fields named in ``sensitive`` keep their shape and last two characters; in every other
+    text, e-mail addresses keep their first character and domain, and phone numbers their
+    last two digits (a customer often writes them into a message).
+    """
     if isinstance(value, dict):
         return {k: mask(v, sensitive, k) for k, v in value.items()}
     if isinstance(value, list):
         return [mask(v, sensitive, key) for v in value]
-    if key in sensitive and isinstance(value, str):
+    if not isinstance(value, str):
+        return value
+    if key in sensitive:
         if "@" in value:
             user, _, domain = value.partition("@")
             return user[:1] + "***@" + domain
-        return "*" * max(0, len(value) - 2) + value[-2:]
-    return value
+        return _keep_last_two(value)
+    return _PHONE.sub(_mask_digits, _EMAIL.sub(r"\1***@\2", value))
 
 
 def scan_mongodb(
