@@ -749,3 +749,39 @@ def test_samples_mask_phone_numbers_and_addresses_written_into_messages() -> Non
     )
     assert masked["user"] == {"phone": "+*** ** *** *67", "email": "a***@x.com"}
     assert doc["messages"][0]["content"] == text  # the document itself is not changed
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_dies_costs_only_the_file_that_killed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed (for want of memory, say) on one file: the other files, also those of its
+    batch, are read again one by one; the report names the file that was lost."""
+    import os
+
+    import bmc_pipeline.engine.scanner as scanner
+
+    root = tmp_path / "r"
+    root.mkdir()
+    for name in "ABCDEF":
+        (root / f"backup_{name}.json").write_text(ej([conv(name), conv(name + "2")]))
+    (root / "backup_killer.json").write_text(ej([conv("A"), conv("KILL")]))
+
+    real = scanner.canonical
+
+    def die_on_kill(c: dict[str, Any], dates: frozenset[str]) -> dict[str, Any]:
+        if c["session_id"] == "sess-KILL":
+            os._exit(9)  # as the kernel's out-of-memory killer would end it
+        return real(c, dates)
+
+    monkeypatch.setattr(scanner, "canonical", die_on_kill)  # workers are forked: they see it
+    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1500)  # a few files per batch
+    report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
+                  collections={}, workers=2)  # fmt: skip
+    files = {Path(f.path).name: f for f in report.files}
+    assert set(files) == {f"backup_{n}.json" for n in "ABCDEF"} | {"backup_killer.json"}
+    assert files["backup_killer.json"].error == scanner._READER_DIED
+    assert files["backup_killer.json"].conversations == 0
+    assert all(files[f"backup_{n}.json"].conversations == 2 for n in "ABCDEF")
+    assert all(files[f"backup_{n}.json"].error is None for n in "ABCDEF")
+    assert report.summary["conversations_found"] == 12

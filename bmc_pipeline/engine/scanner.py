@@ -41,6 +41,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1141,19 +1142,47 @@ def _run_batches(
             _LOCAL.reporter = None
         reporter.tick(final=True)
         return
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(reporter.counter,)
-    ) as pool:
-        pending = {
-            pool.submit(scan_files, t, date_fields, str(sp)): sp
-            for t, sp in zip(tasks, spools, strict=True)
-        }
-        while pending:
-            finished, _ = wait(pending, timeout=_Reporter.INTERVAL_S, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                yield fut.result(), pending.pop(fut)
-            reporter.tick()
+
+    def pool_of(n: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=n, mp_context=ctx, initializer=_worker_start, initargs=(reporter.counter,)
+        )
+
+    left = dict(zip(map(str, spools), tasks, strict=True))  # batches not reported yet
+    try:
+        with pool_of(workers) as pool:
+            pending = {pool.submit(scan_files, t, date_fields, out): out for out, t in left.items()}
+            while pending:
+                finished, _ = wait(
+                    pending, timeout=_Reporter.INTERVAL_S, return_when=FIRST_COMPLETED
+                )
+                for fut in finished:
+                    out = pending.pop(fut)
+                    results = fut.result()
+                    del left[out]
+                    yield results, Path(out)
+                reporter.tick()
+    except BrokenProcessPool:
+        # a worker died (killed for want of memory, or crashed): the batches it left are read
+        # again a file at a time, each in a process of its own, so that only the file that
+        # kills its reader is lost, and it is named
+        for out, t in left.items():
+            for n, item in enumerate(t):
+                one = f"{out}.{n}"
+                try:
+                    with pool_of(1) as alone:
+                        yield alone.submit(scan_files, [item], date_fields, one).result(), Path(one)
+                except BrokenProcessPool:
+                    Path(one).unlink(missing_ok=True)  # whatever it wrote before it died
+                    lost = FileReport(path=item[0], size=_size(Path(item[0])), error=_READER_DIED)
+                    yield [(item[1], lost)], Path(one)
     reporter.tick(final=True)
+
+
+_READER_DIED = (
+    "the process reading this file stopped before it finished (killed, perhaps for want of "
+    "memory, or crashed); nothing of it is in this report"
+)
 
 
 _BATCH_BYTES = 8 << 20
