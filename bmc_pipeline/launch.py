@@ -133,16 +133,23 @@ def _execute(
     run_config: dict[str, Any] | None = None,
     **options: Any,
 ) -> dg.ExecuteInProcessResult:
-    """Run a job in this process against the local instance; a failed run raises its error."""
+    """Run a job in this process against the local instance; a failed run raises its error.
+
+    The run's whole log is kept in the Dagster instance either way. On the command line the
+    console shows none of it: the command prints the step's error itself, in one line with the
+    run id, where Dagster's console logger would print its stack trace first. Elsewhere (the API's
+    server log) warnings and errors are shown.
+    """
     dagster_home(settings)
     job = build_definitions(settings).resolve_job_def(job_name)
+    console = "CRITICAL" if launched_by.startswith("cli") else "WARNING"
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
             run_config={
                 **(run_config or {}),
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                "loggers": {"console": {"config": {"log_level": console}}},
             },
             tags={"bmc/launched_by": launched_by},
             **options,
