@@ -281,6 +281,16 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
     audit = audit or audit_log_for(settings)
     backup_busy, restore_busy = _Busy("backup"), _Busy("restore or rollback")
 
+    def run_restoring_job(
+        request: Request, job: str, op: str, config: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """A restore or rollback as a Dagster run, one at a time: its output and run id."""
+        from bmc_pipeline.launch import run_op_job
+
+        with restore_busy.hold():
+            output = run_op_job(settings, job, op, config, launched_by=f"api:{_actor(request)}")
+        return output, str(output.pop("run_id"))
+
     app = FastAPI(
         title="bmc-backup recovery API",
         version="1",
@@ -405,7 +415,6 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
     )
     def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
         from bmc_pipeline.engine.store import backup_id_of_manifest
-        from bmc_pipeline.launch import run_op_job
 
         check_collection_name(body.target_collection)
         source = body.collection or body.target_collection
@@ -426,11 +435,7 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
             "point_in_time": _iso(f.point_in_time),
             "drop_deleted": f.drop_deleted,
         }
-        with restore_busy.hold():
-            report = run_op_job(
-                settings, "restore_job", "restore_op", config, launched_by=f"api:{_actor(request)}"
-            )
-        run_id = str(report.pop("run_id"))
+        report, run_id = run_restoring_job(request, "restore_job", "restore_op", config)
         request.state.audit = {
             "backup_id": report.get("backup_id"),
             "restored": report.get("restored"),
@@ -455,17 +460,9 @@ def create_app(settings: Settings, *, audit: AuditLog | None = None) -> FastAPI:
         responses=_problems(404, 409),
     )
     def rollback_endpoint(request: Request, body: RollbackRequest) -> RollbackResult:
-        from bmc_pipeline.launch import run_op_job
-
-        with restore_busy.hold():
-            result = run_op_job(
-                settings,
-                "rollback_job",
-                "rollback_op",
-                {"rollback_id": body.rollback_id},
-                launched_by=f"api:{_actor(request)}",
-            )
-        run_id = str(result.pop("run_id"))
+        result, run_id = run_restoring_job(
+            request, "rollback_job", "rollback_op", {"rollback_id": body.rollback_id}
+        )
         request.state.audit = {"rollback_id": body.rollback_id, "run_id": run_id}
         return RollbackResult(result=_jsonable(result), run_id=run_id)
 

@@ -933,10 +933,6 @@ def _keep_last_two(text: str) -> str:
     return "".join("*" if c.isalnum() and i not in shown else c for i, c in enumerate(text))
 
 
-def _mask_digits(m: re.Match[str]) -> str:
-    return _keep_last_two(m.group())
-
-
 def mask(value: Any, sensitive: set[str], key: str = "") -> Any:
     """Personal data masked, for the samples a report shows.
 
@@ -955,7 +951,7 @@ def mask(value: Any, sensitive: set[str], key: str = "") -> Any:
             user, _, domain = value.partition("@")
             return user[:1] + "***@" + domain
         return _keep_last_two(value)
-    return _PHONE.sub(_mask_digits, _EMAIL.sub(r"\1***@\2", value))
+    return _PHONE.sub(lambda m: _keep_last_two(m.group()), _EMAIL.sub(r"\1***@\2", value))
 
 
 def scan_mongodb(
@@ -993,11 +989,15 @@ def scan_mongodb(
         return {n: f.result() for n, f in futures.items()}
 
 
+# what bson.encode raises for a value BSON cannot hold (a lone surrogate, an integer beyond 64 bits)
+_BSON_REFUSES = (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError)
+
+
 def _storable(value: Any) -> bool:
-    """Whether BSON can hold ``value`` (not a lone surrogate, not an integer beyond 64 bits)."""
+    """Whether BSON can hold ``value``."""
     try:
         bson.encode({"v": value})
-    except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError):
+    except _BSON_REFUSES:
         return False
     return True
 
@@ -1060,12 +1060,14 @@ def scan(
     keyring: KeyRing | None = None,
     log: Log = _quiet,
     progress: Progress | None = None,
+    not_scanned: str | None = None,
 ) -> ScanReport:
     """Scan the filesystem under ``root`` (if given) and the database (if given).
 
     Our own backups met on the way (their manifests match ``backup*.json``) are read through
     their manifests when ``keyring`` is given. ``progress`` is told how many bytes of the files
-    have been read, about twice a second.
+    have been read, about twice a second. ``not_scanned`` is the advice the report gives when
+    ``root`` is None (by default: how to scan files too).
     """
     report = ScanReport(
         generated_at=datetime.now(timezone.utc).isoformat(),
@@ -1110,14 +1112,25 @@ def scan(
         if db is not None and collections:
             log(f"scanning MongoDB collections: {', '.join(collections)}")
             report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples)
-        _analyse(report, found, db[conversations_collection] if db is not None else None)
-    if root is not None and not report.files:
-        where = ", ".join(f"{d}/" if d not in (".", "") else "the root itself" for d in directories)
-        report.recommendations = [
-            f"no file to scan under {root}: the scan looks in {where} for {', '.join(patterns)} "
-            "(and their .gz/.zst copies); point --root at the directory that holds those "
-            "folders, or change scanner.directories / scanner.patterns in backup_config.json"
-        ] + [r for r in report.recommendations if r != _NO_CONVERSATIONS]
+        if root is None:
+            nothing_found = not_scanned or (
+                "files were not scanned: scan with --source all (or filesystem) to look for "
+                "conversations on disk that MongoDB lacks"
+            )
+        elif not report.files:
+            where = ", ".join(
+                f"{d}/" if d not in (".", "") else "the root itself" for d in directories
+            )
+            nothing_found = (
+                f"no file to scan under {root}: the scan looks in {where} for "
+                f"{', '.join(patterns)} (and their .gz/.zst copies); point --root at the "
+                "directory that holds those folders, or change scanner.directories / "
+                "scanner.patterns in backup_config.json"
+            )
+        else:
+            nothing_found = "no conversations found on disk"
+        coll = db[conversations_collection] if db is not None else None
+        _analyse(report, found, coll, nothing_found)
     return report
 
 
@@ -1242,8 +1255,6 @@ def _size(path: Path) -> int:
         return 0
 
 
-_NOT_SCANNED = "files were not scanned"
-_NO_CONVERSATIONS = "no conversations found on disk"
 _NO_TIME = float("-inf")  # a copy without any time ranks below every dated one
 REPORT_FORMAT = "bmc-recovery-report/3"  # /3: hashes of the scan form (dates as UTC text)
 PLACES_LISTED = 20  # places listed per duplicated conversation (all are counted)
@@ -1372,7 +1383,13 @@ def _fold_record(by_key: dict[str, list[Any]], record: list[Any]) -> None:
         g[4] = record[4]
 
 
-def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> None:
+def _analyse(
+    report: ScanReport, found: _Conversations, coll: Any | None, nothing_found: str
+) -> None:
+    """Duplicates, conflicts, what MongoDB lacks, the summary and the recommendations.
+
+    ``nothing_found`` is the advice when a scan found nothing on disk: why, and what to do.
+    """
     paths = [f.path for f in report.files]
     recoverable_per_file: dict[str, int] = {}
 
@@ -1449,17 +1466,11 @@ def _analyse(report: ScanReport, found: _Conversations, coll: Any | None) -> Non
             f"{unique} conversation(s) found on disk it lacks"
         )
     if not recs:
-        if report.root is None:
-            recs.append(
-                f"{_NOT_SCANNED}: scan with --source all (or filesystem) to look for "
-                "conversations on disk that MongoDB lacks"
-            )
-        else:
-            recs.append(
-                "nothing to recover: every conversation found on disk is in MongoDB"
-                if unique
-                else _NO_CONVERSATIONS
-            )
+        recs.append(
+            "nothing to recover: every conversation found on disk is in MongoDB"
+            if unique
+            else nothing_found
+        )
     report.recommendations = recs
 
 
@@ -1592,7 +1603,7 @@ def _storable_bson(conv: dict[str, Any], path: str, i: int, report_path: Path) -
             session = ("session_id:" + conv["session_id"]).encode()
             conv = {"_id": bson.ObjectId(hashlib.sha256(session).digest()[:12]), **conv}
         return bson.encode(conv)
-    except (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError) as exc:
+    except _BSON_REFUSES as exc:
         raise UnstorableError(
             f"{path}#{i} (session {conv['session_id']!r}) cannot be stored in MongoDB: {exc}; "
             f"nothing was written. Remove its entry from 'recoverable' in {report_path} (or "
@@ -1641,6 +1652,12 @@ def scan_settings(
         # the configured root is gone: scan what there is, and say so in the report
         missing_root, files = settings.files_root, False
     root = root or settings.files_root
+    not_scanned = None
+    if missing_root is not None:
+        not_scanned = (
+            f"the files root {missing_root} (files.root) does not exist, so no files were "
+            "scanned; set files.root or BMC_FILES_ROOT, or scan a directory with --root"
+        )
     names = [collection] if collection else list(settings.collections)
     conv = settings.collection("conversations")
     # the chatbot's own date fields always, whatever the configuration says of them: a copy that
@@ -1662,14 +1679,8 @@ def scan_settings(
         keyring=keyring,
         log=log,
         progress=progress,
+        not_scanned=not_scanned,
     )
-    if missing_root is not None:
-        problem = (
-            f"the files root {missing_root} (files.root) does not exist, so no files were "
-            "scanned; set files.root or BMC_FILES_ROOT, or scan a directory with --root"
-        )
-        report.problems.insert(0, problem)
-        report.recommendations = [problem] + [
-            r for r in report.recommendations if not r.startswith(_NOT_SCANNED)
-        ]
+    if not_scanned is not None:
+        report.problems.insert(0, not_scanned)
     return report
