@@ -15,7 +15,17 @@ from bson import ObjectId, json_util
 
 from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.scanner import scan, write_reports
+from bmc_pipeline.engine.scanner import (
+    content_hash,
+    conversation_epoch,
+    conversations_of,
+    fold,
+    progress,
+    reading,
+    scan,
+    write_reports,
+)
+from bmc_pipeline.engine.scanner import workers as scan_workers
 from tests.conftest import write_config
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -337,7 +347,6 @@ def test_parallel_batches_give_the_same_report_as_one_process(
     tree: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With batches of one file each, every file goes through the worker pool and the fold."""
-    import bmc_pipeline.engine.scanner as scanner
 
     def run(workers: int) -> dict[str, Any]:
         report = scan(
@@ -351,8 +360,8 @@ def test_parallel_batches_give_the_same_report_as_one_process(
         return {k: v for k, v in report.items() if k != "generated_at"}
 
     one = run(1)
-    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)
-    assert len(scanner._batches([("a", 0), ("b", 1)], [tree, tree])) == 2  # a file per task
+    monkeypatch.setattr(scan_workers, "_BATCH_BYTES", 1)
+    assert len(scan_workers.batches_of([("a", 0), ("b", 1)], [tree, tree])) == 2  # a file per task
     two = run(2)
     assert two == one
     # from a thread (as in the API or a Dagster step) workers come from a fork server
@@ -360,14 +369,12 @@ def test_parallel_batches_give_the_same_report_as_one_process(
 
     with ThreadPoolExecutor(1) as pool:
         in_thread = pool.submit(run, 2).result()
-        assert pool.submit(lambda: scanner._mp_context().get_start_method()).result() == (
-            "forkserver"
-        )
+        assert pool.submit(lambda: scan_workers._mp_context().get_start_method()).result() == ("forkserver")
     assert in_thread == one
     assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2
     # the main process spilling its fold to sorted files every 2 conversations, and merging them
-    monkeypatch.setattr(scanner._Conversations, "SPILL_KEYS", 2)
-    monkeypatch.setattr(scanner._Spool, "FLUSH_KEYS", 1)
+    monkeypatch.setattr(fold.ConversationFold, "SPILL_KEYS", 2)
+    monkeypatch.setattr(fold.Spool, "FLUSH_KEYS", 1)
     assert run(1) == one
 
 
@@ -376,7 +383,6 @@ def test_malformed_extended_json_keeps_its_conversation_and_the_scan_goes_on(
 ) -> None:
     """An invalid ``$oid`` or ``$date`` stays what the file says; an unforeseen failure in one
     file is that file's error, and the other files are still scanned."""
-    import bmc_pipeline.engine.scanner as scanner
 
     root = tmp_path / "r"
     root.mkdir()
@@ -399,19 +405,19 @@ def test_malformed_extended_json_keeps_its_conversation_and_the_scan_goes_on(
     assert not keys and report.summary["unique_conversations"] == 4
     (conv_c,) = [
         c
-        for c in scanner.conversations_of(root / "backup_bad_ejson.json", frozenset())
+        for c in conversations_of(root / "backup_bad_ejson.json", frozenset())
         if c["session_id"] == "c"
     ]
     assert conv_c["messages"][0]["timestamp"] == "2026-11-01 00:00:00+00:00"  # scan form
 
-    real_canonical = scanner.canonical
+    real_canonical = reading.canonical
 
     def explode(conv: dict[str, Any], dates: frozenset[str]) -> dict[str, Any]:
         if conv["session_id"] == "b":
             raise LookupError("something nobody foresaw")
         return real_canonical(conv, dates)
 
-    monkeypatch.setattr(scanner, "canonical", explode)
+    monkeypatch.setattr(reading, "canonical", explode)
     report = run()
     by_name = {Path(f.path).name: f for f in report.files}
     bad = by_name["backup_bad_ejson.json"]
@@ -432,9 +438,7 @@ def test_the_fold_of_many_copies_matches_a_plain_count(
     copies taken together."""
     import random
 
-    import bmc_pipeline.engine.scanner as scanner
-
-    monkeypatch.setattr(scanner._Conversations, "SPILL_KEYS", spill_keys)
+    monkeypatch.setattr(fold.ConversationFold, "SPILL_KEYS", spill_keys)
     rng = random.Random(seed)
     times = [None, "2026-11-01 10:00:00+00:00", "2026-11-02 10:00:00+00:00"]
     keys = rng.choice([2, 4, 10])  # few keys: lists of places fill up in many ways
@@ -458,11 +462,11 @@ def test_the_fold_of_many_copies_matches_a_plain_count(
 
     files = list(range(60))
     rng.shuffle(files)
-    found = scanner._Conversations(tmp_path)
+    found = fold.ConversationFold(tmp_path)
     step = rng.choice([1, 3, 7])
     for n in range(0, 60, step):
         batch = sorted(files[n : n + step])
-        spool = scanner._Spool(tmp_path / f"s{n}.jsonl")
+        spool = fold.Spool(tmp_path / f"s{n}.jsonl")
         for f in batch:
             spool.start(f)
             for _, _, key, version in sorted(c for c in copies if c[0] == f):
@@ -476,19 +480,17 @@ def test_the_fold_of_many_copies_matches_a_plain_count(
         mine = [c for c in copies if c[2] == key]
         _, n, versions, places, (session, h, t, f, i) = got[f'_id:"k{key}"']
         assert n == len(mine)
-        assert sorted(versions) == sorted(
-            {scanner.content_hash(conversation(key, v)) for *_, v in mine}
-        )
+        assert sorted(versions) == sorted({content_hash(conversation(key, v)) for *_, v in mine})
         assert [tuple(p) for p in sorted(places)] == sorted((c[0], c[1]) for c in mine)[:20]
 
         def rank(c: tuple[int, int, int, int], key: int = key) -> tuple[float, int, int]:
-            e = scanner.conversation_epoch(conversation(key, c[3]))
+            e = conversation_epoch(conversation(key, c[3]))
             return (e if e is not None else float("-inf"), c[0], c[1])
 
         best = max(mine, key=rank)
         assert (f, i, session) == (best[0], best[1], f"s{key}")
-        assert h == scanner.content_hash(conversation(key, best[3]))
-        assert t == scanner.conversation_epoch(conversation(key, best[3]))
+        assert h == content_hash(conversation(key, best[3]))
+        assert t == conversation_epoch(conversation(key, best[3]))
 
 
 def test_exports_of_naive_dates_match_extended_json_even_without_configured_date_fields(
@@ -566,12 +568,11 @@ def test_values_orjson_refuses_are_still_scanned(
     (root / "backup_odd_numbers.json").write_text(
         '[{"session_id": "n", "messages": [], "score": NaN, "big": 123456789012345678901234567890}]'
     )
-    import bmc_pipeline.engine.scanner as scanner
 
-    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)  # a task per file: workers=2 uses the pool
-    for workers in (1, 2):
+    monkeypatch.setattr(scan_workers, "_BATCH_BYTES", 1)  # a task per file: workers=2 uses the pool
+    for n in (1, 2):
         report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
-                      collections={}, workers=workers)  # fmt: skip
+                      collections={}, workers=n)  # fmt: skip
         assert [(Path(f.path).name, f.conversations, f.error) for f in report.files] == [
             ("backup_odd_numbers.json", 1, None),
             ("backup_surrogate.json", 1, None),
@@ -658,10 +659,11 @@ def test_a_byte_order_mark_is_not_damage(tmp_path: Path) -> None:
 def test_progress_is_told_bytes_read_up_to_all_of_them(
     tree: Path, settings: Settings, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bmc_pipeline.engine.scanner as scanner
 
-    monkeypatch.setattr(scanner._Reporter, "INTERVAL_S", 0.0)  # every read reaches the reporter
-    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1)  # a batch per file: several tasks
+    monkeypatch.setattr(
+        progress.ProgressReporter, "INTERVAL_S", 0.0
+    )  # every read reaches the reporter
+    monkeypatch.setattr(scan_workers, "_BATCH_BYTES", 1)  # a batch per file: several tasks
     calls: list[tuple[int, int]] = []
     report = scan(root=tree, directories=settings.scanner.directories,
                   patterns=settings.scanner.patterns, db=None, collections={},
@@ -708,7 +710,6 @@ def test_the_progress_bar_draws_on_a_terminal_and_writes_tenths_elsewhere() -> N
 def test_compressed_input_expands_a_bounded_amount_at_a_time(tmp_path: Path, kind: str) -> None:
     """A small compressed file of a great deal of white space (a compression bomb, or a very
     padded export) is decompressed a slice at a time, not all into memory at once."""
-    import bmc_pipeline.engine.scanner as scanner
 
     path = tmp_path / f"backup_padded.json.{'gz' if kind == 'gzip' else 'zst'}"
     spaces = b" " * (1 << 20)
@@ -722,7 +723,7 @@ def test_compressed_input_expands_a_bounded_amount_at_a_time(tmp_path: Path, kin
                 for _ in range(96):
                     z.write(spaces)
     assert path.stat().st_size < 200_000  # 96 MB of spaces
-    reader = scanner._Decompressed(path, kind)
+    reader = reading._Decompressed(path, kind)
     total = held = 0
     while chunk := reader.read(1 << 20):
         total += len(chunk)
@@ -759,28 +760,26 @@ def test_a_worker_that_dies_costs_only_the_file_that_killed_it(
     batch, are read again one by one; the report names the file that was lost."""
     import os
 
-    import bmc_pipeline.engine.scanner as scanner
-
     root = tmp_path / "r"
     root.mkdir()
     for name in "ABCDEF":
         (root / f"backup_{name}.json").write_text(ej([conv(name), conv(name + "2")]))
     (root / "backup_killer.json").write_text(ej([conv("A"), conv("KILL")]))
 
-    real = scanner.canonical
+    real = reading.canonical
 
     def die_on_kill(c: dict[str, Any], dates: frozenset[str]) -> dict[str, Any]:
         if c["session_id"] == "sess-KILL":
             os._exit(9)  # as the kernel's out-of-memory killer would end it
         return real(c, dates)
 
-    monkeypatch.setattr(scanner, "canonical", die_on_kill)  # workers are forked: they see it
-    monkeypatch.setattr(scanner, "_BATCH_BYTES", 1500)  # a few files per batch
+    monkeypatch.setattr(reading, "canonical", die_on_kill)  # workers are forked: they see it
+    monkeypatch.setattr(scan_workers, "_BATCH_BYTES", 1500)  # a few files per batch
     report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
                   collections={}, workers=2)  # fmt: skip
     files = {Path(f.path).name: f for f in report.files}
     assert set(files) == {f"backup_{n}.json" for n in "ABCDEF"} | {"backup_killer.json"}
-    assert files["backup_killer.json"].error == scanner._READER_DIED
+    assert files["backup_killer.json"].error == scan_workers._READER_DIED
     assert files["backup_killer.json"].conversations == 0
     assert all(files[f"backup_{n}.json"].conversations == 2 for n in "ABCDEF")
     assert all(files[f"backup_{n}.json"].error is None for n in "ABCDEF")

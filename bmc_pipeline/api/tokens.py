@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import stat
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.errors import ConfigError
 
 ROLES = ("admin", "viewer")
@@ -141,15 +141,7 @@ class TokenStore:
     # -- changing --------------------------------------------------------------------------------
     def _write(self, entries: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps({"tokens": entries}, indent=2).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps({"tokens": entries}, indent=2).encode() + b"\n")
 
     def create(self, name: str, role: str = "admin") -> tuple[str, Token]:
         """Make a new token; returns the secret (shown once, never stored) and its entry."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, audit_mac, constant_time_equal
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError
@@ -173,14 +174,7 @@ class AuditLog:
             "key_id": key.key_id if key else None,
             "mac": audit_mac(key, _head_payload(entry["seq"], entry["hash"])) if key else None,
         }
-        tmp = self.head_path.with_name(self.head_path.name + f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode)
-        try:
-            os.write(fd, _canonical(head))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(self.head_path)
+        write_atomic(self.head_path, _canonical(head), mode=self.file_mode)
 
     @contextlib.contextmanager
     def operation(

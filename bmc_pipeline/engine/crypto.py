@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.errors import KeyConfigError
 
 KEY_SIZE = 32
@@ -173,14 +174,7 @@ def write_key_file(path: str | os.PathLike[str], *, add: bool = False) -> Key:
         if p.exists():
             read_key_file(p)  # refuse to extend a file that is open to others or malformed
             old = p.read_text(encoding="ascii")
-        content = f"{text}\n{old}"
-        tmp = p.with_name(p.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(p)
+        write_atomic(p, f"{text}\n{old}".encode("ascii"), mode=0o600)
     else:
         try:
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

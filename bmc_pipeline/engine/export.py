@@ -8,7 +8,6 @@ scripts that want plain JSON; it is streamed, one document at a time.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,6 +15,7 @@ import bson
 from bson import json_util
 
 from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.store import BackupRef, BackupStore
@@ -50,24 +50,13 @@ def export_collection(
         raise BmcError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     manifest = store.load_manifest(ref, keyring)
     src = _open_archive(ref, manifest, collection)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    n = 0
-    try:
-        with src.open("rb") as fh, tmp.open("wb") as out:
-            reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
-            if fmt == "bson":
-                for batch in reader.raw_batches():
-                    out.write(batch)
-                n = reader.stats.documents
-            else:
-                n = _write_ejson(out, manifest, collection, reader)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
+    with src.open("rb") as fh, atomic_write(out_path, mode=0o644) as out:
+        reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
+        if fmt == "bson":
+            for batch in reader.raw_batches():
+                out.write(batch)
+            return reader.stats.documents
+        return _write_ejson(out, manifest, collection, reader)
 
 
 _DECODE: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import bson
 
 from bmc_pipeline.engine.archive import ArchiveReader, ArchiveWriter
+from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing, blob_mac_key
 from bmc_pipeline.engine.errors import IntegrityError
 from bmc_pipeline.engine.store import BackupStore
@@ -95,22 +94,14 @@ class BlobStore:
         if dest.exists():
             return blob, dest.stat().st_size, False
         self.store.mkdir(dest.parent)
-        tmp = dest.with_name(f".tmp-{blob}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.store.file_mode)
-        try:
-            with os.fdopen(fd, "wb") as out, src.open("rb") as fh:
-                w = ArchiveWriter(
-                    out, self.keyring, level=self.level, segment_size=self.segment_size, name=blob
-                )
+        with atomic_write(dest, mode=self.store.file_mode, sync_dir=False) as out:
+            w = ArchiveWriter(
+                out, self.keyring, level=self.level, segment_size=self.segment_size, name=blob
+            )
+            with src.open("rb") as fh:
                 while chunk := fh.read(CHUNK):
                     w.write_batch(bson.encode({"d": bson.Binary(chunk)}))
-                stats = w.close()
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            stats = w.close()
         return blob, stats.stored_bytes, True
 
     def read(self, blob: str) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +29,13 @@ from typing import Any
 
 import fsspec
 
+from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
-from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
+from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError, RemoteError
 from bmc_pipeline.engine.files import BLOB_DIR
 from bmc_pipeline.engine.store import BackupRef, BackupStore, backup_id_of_manifest
 
-
-class RemoteError(BmcError):
-    """The remote store could not be reached or refused an operation."""
-
-    exit_code = 6
+CHUNK = 1 << 20  # bytes copied at a time when fetching a file
 
 
 @dataclass
@@ -189,19 +187,18 @@ class RemoteStore:
             if dest.is_file():
                 continue
             store.mkdir(dest.parent)
-            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
             try:
-                self.fs.get_file(src, str(tmp))
-                tmp.chmod(store.file_mode)
-                tmp.replace(dest)
+                with (
+                    self.fs.open(src, "rb") as inp,
+                    atomic_write(dest, mode=store.file_mode) as out,
+                ):
+                    shutil.copyfileobj(inp, out, CHUNK)
             except FileNotFoundError:
-                tmp.unlink(missing_ok=True)
                 raise IntegrityError(
                     f"backup {backup_id} at {self.url} lacks {src.rsplit('/', 1)[-1]}",
                     reason="missing",
                 ) from None
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
                 raise RemoteError(f"downloading {src} failed: {exc}") from exc
             got += 1
         store.mkdir(ref.manifest_path.parent)

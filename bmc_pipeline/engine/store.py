@@ -25,6 +25,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bmc_pipeline.engine.atomic import fsync_dir, write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, constant_time_equal, manifest_mac
 from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
 
@@ -90,14 +91,6 @@ class BackupRef:
     timestamp: datetime
     manifest_path: Path
     payload_dir: Path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BackupStore:
@@ -288,24 +281,12 @@ class BackupStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def write_file_atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".tmp-{path.name}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, self.file_mode)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        write_atomic(path, data, mode=self.file_mode)
 
     def delete(self, ref: BackupRef) -> None:
         """Remove a backup: the manifest first, so a half-deleted backup is no longer listed."""
         ref.manifest_path.unlink(missing_ok=True)
-        _fsync_dir(ref.manifest_path.parent)
+        fsync_dir(ref.manifest_path.parent)
         shutil.rmtree(ref.payload_dir, ignore_errors=True)
 
     def leftovers(self) -> list[Path]:
@@ -367,7 +348,7 @@ class PendingBackup:
             "mac": manifest_mac(key, canonical_json(body)),
         }
         self.close_files(sync=True)
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         self.tmp.rename(self.ref.payload_dir)
         self.published = True
         try:
