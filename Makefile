@@ -35,7 +35,7 @@ test: setup lint
 
 # Dagster's UI on http://127.0.0.1:3000 (loopback only: it has no authentication of its own).
 ui: setup
-	$(BIN)/python -c 'import pathlib, sys; from bmc_pipeline.launch import ensure_instance_config as e; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True); e(p)' "$(DAGSTER_HOME)"
+	$(BIN)/python -c 'import pathlib, sys; from bmc_pipeline.jobs.history import ensure_instance_config as e; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True); e(p)' "$(DAGSTER_HOME)"
 	@if [ -z "$$BMC_BACKUP_KEY$$BMC_BACKUP_KEY_FILE" ] && [ -f .bmc/demo.key ]; then \
 		echo "using the demo key .bmc/demo.key"; \
 		BMC_BACKUP_KEY_FILE=.bmc/demo.key $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \

@@ -14,7 +14,7 @@ __all__ = ["__version__", "restore_from_backup"]
 
 def __getattr__(name: str) -> Any:
     if name == "restore_from_backup":
-        from bmc_pipeline.engine.restore import restore_from_backup
+        from bmc_pipeline.python_api import restore_from_backup
 
         return restore_from_backup
     raise AttributeError(name)

@@ -455,7 +455,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from bmc_pipeline.engine.health import health_markdown
-    from bmc_pipeline.launch import health_now
+    from bmc_pipeline.jobs.history import health_now
 
     h = health_now(settings)
     if args.json:

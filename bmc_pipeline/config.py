@@ -18,6 +18,7 @@ import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bmc_pipeline.engine.errors import ConfigError
+from bmc_pipeline.engine.vocabulary import Strategy
 
 DEFAULT_CONFIG_NAME = "backup_config.json"
 
@@ -132,9 +133,7 @@ class RestoreSettings(_Strict):
     """How restores write."""
 
     batch_size: int = Field(default=1000, ge=1, le=100_000)
-    default_strategy: Literal["skip_duplicates", "overwrite", "merge", "timestamp_based"] = (
-        "skip_duplicates"
-    )
+    default_strategy: Strategy = Strategy.skip_duplicates
 
 
 class SmtpSettings(_Strict):

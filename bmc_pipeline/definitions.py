@@ -1,35 +1,38 @@
-"""The one place that builds ``dagster.Definitions`` (``workspace.yaml`` points here)."""
+"""The one place that assembles ``dagster.Definitions`` (``workspace.yaml`` points here).
+
+Importing this module builds nothing and reads no configuration: Dagster calls :func:`defs` when
+it loads the code location, and the command line and the API call :func:`build_definitions` with
+the settings they were given (``--config``), never the ambient ones.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from bmc_pipeline.assets import (
-    build_all_backup_assets,
-    build_health_asset,
-    build_retention_asset,
-)
+from bmc_pipeline.assets import build_all_backup_assets, build_health_asset, build_retention_asset
 from bmc_pipeline.config import Settings, load_settings
-from bmc_pipeline.jobs import backup_jobs
-from bmc_pipeline.jobs.restore import build_restore_jobs
-from bmc_pipeline.jobs.scan import build_scan_job
+from bmc_pipeline.jobs import build_jobs
 from bmc_pipeline.resources import resources_from_settings
-from bmc_pipeline.schedules import schedules
+from bmc_pipeline.schedules import build_schedules
 from bmc_pipeline.sensors import build_sensors
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    jobs = build_jobs(settings)
     return dg.Definitions(
         assets=[
             *build_all_backup_assets(settings),
             build_retention_asset(settings),
             build_health_asset(settings),
         ],
-        jobs=[*backup_jobs, *build_restore_jobs(settings), build_scan_job(settings)],
-        schedules=schedules,
+        jobs=jobs,
+        schedules=build_schedules({j.name: j for j in jobs}),
         sensors=build_sensors(settings),
         resources=resources_from_settings(settings),
     )
 
 
-defs = build_definitions(load_settings())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, as configured by ``backup_config.json`` and the environment."""
+    return build_definitions(load_settings())

@@ -152,7 +152,7 @@ def _mongodb(settings: Settings, checks: list[Check]) -> None:
 def _dagster(settings: Settings, checks: list[Check]) -> None:
     import dagster as dg
 
-    from bmc_pipeline.launch import dagster_home
+    from bmc_pipeline.jobs.history import dagster_home
 
     try:
         home = dagster_home(settings)

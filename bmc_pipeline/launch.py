@@ -7,9 +7,6 @@ ones, with the same metadata and checks.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,66 +14,10 @@ import dagster as dg
 from bmc_pipeline.assets.backups import PARTITIONS, backup_set_key, collection_key, files_key
 from bmc_pipeline.config import Settings
 from bmc_pipeline.definitions import build_definitions
-from bmc_pipeline.engine import errors as engine_errors
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import BmcError
-from bmc_pipeline.engine.health import RunRecord
-from bmc_pipeline.jobs import BACKUP_JOB_NAMES
-
-
-def dagster_home(settings: Settings) -> Path:
-    """Make sure Dagster has an instance directory, and return it."""
-    home = settings.path(settings.dagster_home)
-    home.mkdir(parents=True, exist_ok=True)
-    ensure_instance_config(home)
-    os.environ["DAGSTER_HOME"] = str(home.resolve())
-    return home
-
-
-INSTANCE_CONFIG = """\
-# Dagster instance for runs launched by bmc-backup and `make ui` (local storage in this directory).
-telemetry:
-  enabled: false
-"""
-
-
-def ensure_instance_config(home: Path) -> None:
-    """Write the instance's dagster.yaml once: default local storage, no usage telemetry."""
-    cfg = home / "dagster.yaml"
-    if not cfg.exists() or not cfg.read_text().strip():
-        cfg.write_text(INSTANCE_CONFIG)
-
-
-def backup_run_history(instance: dg.DagsterInstance, since: datetime) -> list[RunRecord]:
-    """Finished runs of the backup jobs since ``since``, from the Dagster instance."""
-    out = []
-    for job in BACKUP_JOB_NAMES.values():
-        records = instance.get_run_records(
-            filters=dg.RunsFilter(
-                job_name=job,
-                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
-                created_after=since,
-            )
-        )
-        for r in records:
-            success = r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-            out.append(RunRecord(job, success, r.create_timestamp.astimezone(timezone.utc)))
-    return out
-
-
-def health_now(settings: Settings) -> dict[str, Any]:
-    """The health report at this moment, with the last 30 days of backup runs from Dagster."""
-    from datetime import timedelta
-
-    from bmc_pipeline.engine.deployment import Deployment
-    from bmc_pipeline.engine.health import health_report
-
-    dagster_home(settings)
-    now = datetime.now(timezone.utc)
-    with dg.DagsterInstance.get() as instance:
-        runs = backup_run_history(instance, now - timedelta(days=30))
-    d = Deployment(settings)
-    return health_report(settings, d.store(), d.keyring(), runs, now)
+from bmc_pipeline.engine.errors import BmcError, RunFailedError, UnknownCollectionError, error_class
+from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
+from bmc_pipeline.jobs.history import dagster_home
 
 
 def current_partition(backup_type: str) -> str:
@@ -115,11 +56,7 @@ def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
     if not errors:
         raise BmcError(f"{what} failed (run {result.run_id}); see its logs in the Dagster UI")
     cls_name, _ = errors[0]
-    cls = getattr(engine_errors, cls_name, None)
-    if cls_name == "Failure":
-        cls = engine_errors.RunFailedError
-    if not (isinstance(cls, type) and issubclass(cls, BmcError)):
-        cls = BmcError
+    cls = RunFailedError if cls_name == "Failure" else error_class(cls_name)
     text = "; ".join(_without_class(c, m) for c, m in errors)
     raise cls(f"{what} failed (run {result.run_id}): {text}")
 
@@ -197,7 +134,7 @@ def run_backup(
     names = collections or list(settings.collections)
     unknown = [c for c in names if c not in settings.collections]
     if unknown:
-        raise engine_errors.UnknownCollectionError(
+        raise UnknownCollectionError(
             f"collection(s) {', '.join(unknown)} are not in backup_config.json "
             f"(configured: {', '.join(settings.collections)}); add them under 'collections'"
         )

@@ -2,53 +2,48 @@
 retention daily at 03:00 UTC, the health dashboard hourly.
 
 They run as soon as the Dagster daemon runs (``DefaultScheduleStatus.RUNNING``): backups that wait
-for someone to switch them on are backups that do not happen.
+for someone to switch them on are backups that do not happen. The jobs are in ``jobs/``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
-from bmc_pipeline.jobs import backup_jobs
-
-full_job, incremental_job = backup_jobs
-
-full_backup_schedule = dg.build_schedule_from_partitioned_job(
-    full_job,
-    name="full_backup_daily",
-    hour_of_day=2,
-    minute_of_hour=0,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-incremental_backup_schedule = dg.build_schedule_from_partitioned_job(
-    incremental_job,
-    name="incremental_backup_6h",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
+from bmc_pipeline.jobs.maintenance import HEALTH_JOB, RETENTION_JOB
 
 
-def _asset_schedule(
-    name: str, job_name: str, key: list[str], cron: str, tags: dict[str, str]
-) -> dg.ScheduleDefinition:
-    """A schedule that materializes one unpartitioned asset, running by default."""
-    job = dg.define_asset_job(
-        job_name, selection=dg.AssetSelection.assets(dg.AssetKey(key)), tags=tags
-    )
+def _cron(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name=name,
-        job=job,
+        job_name=job_name,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
 
 
-# an hour after the daily full, so that the day's new full is there before anything is deleted
-retention_schedule = _asset_schedule(
-    "retention_daily", "retention_job", ["backups", "retention"], "0 3 * * *",
-    {"bmc/operation": "retention"},
-)  # fmt: skip
-health_schedule = _asset_schedule(
-    "health_hourly", "health_job", ["backups", "health"], "0 * * * *", {}
-)
-schedules = [full_backup_schedule, incremental_backup_schedule, retention_schedule, health_schedule]
+def build_schedules(jobs: dict[str, Any]) -> list[Any]:
+    """The schedules, given the backup jobs by name (partitioned schedules need the job itself).
+
+    ``Any``: Dagster's types for asset jobs and their schedules are not all public at run time.
+    """
+    return [
+        dg.build_schedule_from_partitioned_job(
+            jobs[BACKUP_JOB_NAMES["full"]],
+            name="full_backup_daily",
+            hour_of_day=2,
+            minute_of_hour=0,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        dg.build_schedule_from_partitioned_job(
+            jobs[BACKUP_JOB_NAMES["incremental"]],
+            name="incremental_backup_6h",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        # an hour after the daily full, so that the day's new full is there before anything goes
+        _cron("retention_daily", RETENTION_JOB, "0 3 * * *"),
+        _cron("health_hourly", HEALTH_JOB, "0 * * * *"),
+    ]

@@ -454,16 +454,17 @@ def test_a_second_backup_while_one_runs_is_refused_with_409(
 ) -> None:
     import threading
 
-    import bmc_pipeline.launch as launch
+    from bmc_pipeline.api.routes import backups
+    from bmc_pipeline.engine.errors import BmcError
 
     started, release = threading.Event(), threading.Event()
 
     def slow_backup(*args: Any, **kwargs: Any) -> dict[str, Any]:
         started.set()
         assert release.wait(30)
-        raise launch.BmcError("stopped by the test")
+        raise BmcError("stopped by the test")
 
-    monkeypatch.setattr(launch, "run_backup", slow_backup)
+    monkeypatch.setattr(backups, "run_backup", slow_backup)
     url, token = served
     first: dict[str, int] = {}
 
@@ -486,7 +487,7 @@ def test_a_second_backup_while_one_runs_is_refused_with_409(
 
 def test_a_broken_session_id_in_a_scan_report_does_not_break_the_response() -> None:
     """A lone surrogate cannot be UTF-8: the response shows it as text instead of failing."""
-    from bmc_pipeline.api.app import _jsonable
+    from bmc_pipeline.api.problems import jsonable as _jsonable
 
     shown = _jsonable({"recoverable": [{"key": "session_id:\ud800", "note": "añadido"}]})
     assert shown == {"recoverable": [{"key": "session_id:\\ud800", "note": "añadido"}]}

@@ -17,7 +17,7 @@ from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError, DatabaseError, IntegrityError
-from bmc_pipeline.engine.merge import merge_documents
+from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.mongo import connect, raw_batches
 from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
 from bmc_pipeline.engine.sample_data import seed_database

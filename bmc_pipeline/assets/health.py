@@ -6,6 +6,7 @@ import dagster as dg
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.health import health_markdown, health_report
+from bmc_pipeline.jobs.history import backup_run_history
 from bmc_pipeline.resources import EncryptionResource, StorageResource
 
 HEALTH_KEY = dg.AssetKey(["backups", "health"])
@@ -20,8 +21,6 @@ def build_health_asset(settings: Settings) -> dg.AssetsDefinition:
     def backup_health(
         context: dg.AssetExecutionContext, encryption: EncryptionResource, storage: StorageResource
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        from bmc_pipeline.launch import backup_run_history
-
         now = datetime.now(timezone.utc)
         runs = backup_run_history(context.instance, now - timedelta(days=30))
         h = health_report(settings, storage.store(), encryption.keyring(), runs, now)

@@ -52,9 +52,9 @@ class BackupType(str, Enum):
         return (cls.full, cls.incremental)
 
 
-def names(enum: type[Enum]) -> list[str]:
+def choices(enum: type[Enum]) -> list[str]:
     """The values of an enum, in order: the choices a command line or form offers."""
     return [str(m.value) for m in enum]
 
 
-__all__ = ["BackupType", "Source", "Strategy", "names"]
+__all__ = ["BackupType", "Source", "Strategy", "choices"]

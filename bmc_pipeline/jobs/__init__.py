@@ -1,20 +1,28 @@
-"""Jobs: the backup jobs that the schedules and ``bmc-backup backup`` launch."""
+"""Every Dagster job: backups, maintenance, restore and rollback, scan; and the run history.
+
+Each submodule builds its jobs; :func:`build_jobs` is what ``definitions.py`` assembles.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-BACKUP_JOB_NAMES = {"full": "full_backup_job", "incremental": "incremental_backup_job"}
+from bmc_pipeline.config import Settings
+from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES, build_backup_jobs
+from bmc_pipeline.jobs.maintenance import build_maintenance_jobs
+from bmc_pipeline.jobs.restore import build_restore_jobs
+from bmc_pipeline.jobs.scan import build_scan_job
 
 
-def backup_job(backup_type: str) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        BACKUP_JOB_NAMES[backup_type],
-        selection=dg.AssetSelection.groups("mongo_backups")
-        & dg.AssetSelection.key_prefixes(["backups", backup_type]),
-        description=f"{backup_type} backup of every configured collection and the chatbot's files",
-        tags={"bmc/operation": "backup", "bmc/backup_type": backup_type},
-    )
+def build_jobs(
+    settings: Settings,
+) -> list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]:
+    return [
+        *build_backup_jobs(),
+        *build_maintenance_jobs(),
+        *build_restore_jobs(settings),
+        build_scan_job(settings),
+    ]
 
 
-backup_jobs = [backup_job("full"), backup_job("incremental")]
+__all__ = ["BACKUP_JOB_NAMES", "build_jobs"]

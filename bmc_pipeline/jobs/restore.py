@@ -5,32 +5,30 @@ what they need and launches. Runs carry the tag ``bmc/operation=restore``; the i
 one at a time with a tag concurrency limit (docs/RESTORE.md).
 """
 
-from enum import Enum
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, check_query, parse_time
+from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
+from bmc_pipeline.engine.vocabulary import Strategy
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
 
 RESTORE_TAGS = {"bmc/operation": "restore"}
-
-
-class Strategy(str, Enum):
-    skip_duplicates = "skip_duplicates"
-    overwrite = "overwrite"
-    merge = "merge"
-    timestamp_based = "timestamp_based"
+# the config fields that are restore filters (RestoreFilters.from_dict parses them)
+FILTER_FIELDS = ("date_from", "date_to", "session_ids", "point_in_time", "drop_deleted", "query")
 
 
 class RestoreConfig(dg.Config):
     backup_id: str = Field(default="latest", description="a backup id, or 'latest'")
     collection: str = Field(default="conversations", description="the collection in the backup")
     target_collection: str | None = Field(default=None, description="default: the same name")
-    strategy: Strategy = Strategy.skip_duplicates
+    strategy: Strategy = Field(
+        default=Strategy.skip_duplicates,
+        description="; ".join(f"{s.value}: {s.summary}" for s in Strategy),
+    )
     dry_run: bool = Field(default=True, description="plan only; set false to write")
     date_from: str | None = Field(default=None, description="ISO date/time on the timestamp field")
     date_to: str | None = None
@@ -88,13 +86,8 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
         engine = engine_for(context, mongo, encryption, storage)
-        filters = RestoreFilters(
-            date_from=parse_time(config.date_from, "date_from"),
-            date_to=parse_time(config.date_to, "date_to"),
-            session_ids=config.session_ids or None,
-            point_in_time=parse_time(config.point_in_time, "point_in_time"),
-            drop_deleted=config.drop_deleted,
-            query=check_query(config.query) if config.query else None,
+        filters = RestoreFilters.from_dict(
+            config.model_dump(include=set(FILTER_FIELDS), exclude_none=True)
         )
         with audited_run(
             context, settings, engine.keyring, "restore", config.model_dump(mode="json")
@@ -156,7 +149,10 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
 
     @dg.job(
         tags=RESTORE_TAGS,
-        config=dg.RunConfig(ops={"restore_op": RestoreConfig()}),
+        # the Launchpad opens with the deployment's own default strategy, as a dry run
+        config=dg.RunConfig(
+            ops={"restore_op": RestoreConfig(strategy=settings.restore.default_strategy)}
+        ),
         description="restore a collection from a backup (dry run by default)",
     )
     def restore_job() -> None:

@@ -1,6 +1,5 @@
 """``scan_job``: the recovery scanner, launched from the Dagster UI; it writes both reports."""
 
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -9,15 +8,10 @@ from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
+from bmc_pipeline.engine.vocabulary import Source
 from bmc_pipeline.progress import ProgressBar
 from bmc_pipeline.resources import EncryptionResource, MongoResource
 from bmc_pipeline.run_audit import audited_run
-
-
-class Source(str, Enum):
-    all = "all"
-    mongodb = "mongodb"
-    filesystem = "filesystem"
 
 
 class ScanConfig(dg.Config):

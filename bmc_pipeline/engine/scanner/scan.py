@@ -19,6 +19,7 @@ from bmc_pipeline.engine.scanner.reading import FileReport
 from bmc_pipeline.engine.scanner.report import ScanReport, analyse
 from bmc_pipeline.engine.scanner.workers import batches_of, file_size, run_batches
 from bmc_pipeline.engine.store import backup_id_of_manifest
+from bmc_pipeline.engine.vocabulary import Source, choices
 
 
 def scan(
@@ -108,9 +109,6 @@ def scan(
     return report
 
 
-SOURCES = ("all", "mongodb", "filesystem")
-
-
 def _time_field(settings: Settings, name: str) -> str | None:
     """The field a collection's date range is read from: its ``timestamp_field``, else its first
     required field of type date (``analytics`` has ``timestamp`` and no updates)."""
@@ -122,7 +120,7 @@ def _time_field(settings: Settings, name: str) -> str | None:
 def scan_settings(
     settings: Settings,
     *,
-    source: str = "all",
+    source: str | Source = Source.all,
     collection: str | None = None,
     root: Path | None = None,
     db: Any | None = None,
@@ -135,10 +133,14 @@ def scan_settings(
     ``db`` is the database handle for the MongoDB part (required unless ``source`` is
     ``filesystem``); ``root`` defaults to ``files.root``.
     """
-    if source not in SOURCES:
-        raise BmcError(f"unknown scan source {source!r}: use {', '.join(SOURCES)}")
+    try:
+        source = Source(source)
+    except ValueError:
+        raise BmcError(
+            f"unknown scan source {source!r}: use {', '.join(choices(Source))}"
+        ) from None
     sc = settings.scanner
-    files = source in ("filesystem", "all")
+    files = source in (Source.filesystem, Source.all)
     missing_root = None
     if files and root is not None and not root.is_dir():
         raise BmcError(f"{root} is not a directory; give the directory to scan")
@@ -164,7 +166,7 @@ def scan_settings(
         root=root if files else None,
         directories=sc.directories,
         patterns=sc.patterns,
-        db=db if source in ("mongodb", "all") else None,
+        db=db if source in (Source.mongodb, Source.all) else None,
         collections={n: _time_field(settings, n) for n in names},
         sensitive=set(sc.sensitive_fields),
         samples=sc.samples,

@@ -1,0 +1,108 @@
+"""``/scan``, ``/restore`` and ``/rollback``: finding what is recoverable and bringing it back.
+
+Restores and rollbacks run as Dagster runs in this process, one at a time; the scan calls the
+engine directly (it only reads).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from bmc_pipeline.api.models import (
+    COLLECTION_PATTERN,
+    RestoreFiltersIn,
+    RestoreRequest,
+    RestoreResult,
+    RollbackRequest,
+    RollbackResult,
+    ScanResult,
+)
+from bmc_pipeline.api.problems import jsonable, problem_responses
+from bmc_pipeline.api.state import app_state
+from bmc_pipeline.config import check_collection_name
+from bmc_pipeline.engine.scanner import scan_settings, write_reports
+from bmc_pipeline.engine.store import backup_id_of_manifest
+from bmc_pipeline.engine.vocabulary import Source
+
+router = APIRouter()
+
+
+@router.get("/scan", response_model=ScanResult, summary="find recoverable conversations")
+def scan_endpoint(
+    request: Request,
+    source: Source = Source.all,
+    collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
+) -> ScanResult:
+    state = app_state(request)
+    if collection:
+        check_collection_name(collection)
+    db = state.deployment.database() if source != Source.filesystem else None
+    report = scan_settings(
+        state.settings,
+        source=source,
+        collection=collection,
+        db=db,
+        keyring=state.deployment.keyring_if_any(),
+    )
+    j, m = write_reports(report, state.settings.path(state.settings.scanner.output_dir))
+    request.state.audit = {"summary": report.summary}
+    return ScanResult(
+        summary=jsonable(report.summary),
+        report=jsonable(report.as_dict()),
+        report_files=[j.name, m.name],
+    )
+
+
+@router.post(
+    "/restore",
+    response_model=RestoreResult,
+    summary="restore a collection (dry run unless dry_run is false)",
+    responses=problem_responses(404, 409),
+)
+def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
+    state = app_state(request)
+    check_collection_name(body.target_collection)
+    source = body.collection or body.target_collection
+    check_collection_name(source)
+    strategy = body.strategy or state.settings.restore.default_strategy
+    config: dict[str, Any] = {
+        "backup_id": backup_id_of_manifest(body.backup_file) or body.backup_file,
+        "collection": source,
+        "target_collection": body.target_collection,
+        "strategy": strategy.value,
+        "dry_run": body.dry_run,
+        **(body.filters or RestoreFiltersIn()).op_config(),
+    }
+    report, run_id = state.run_restoring_job(request, "restore_job", "restore_op", config)
+    request.state.audit = {
+        "backup_id": report.get("backup_id"),
+        "restored": report.get("restored"),
+        "rollback_id": report.get("rollback_id"),
+        "run_id": run_id,
+    }
+    return RestoreResult(
+        report=jsonable(report),
+        validation={
+            "verified": report.get("verified"),
+            "checks": report.get("verification", []),
+            "invalid": report.get("invalid"),
+            "errors": report.get("errors", [])[:50],
+        },
+        run_id=run_id,
+    )
+
+
+@router.post(
+    "/rollback",
+    response_model=RollbackResult,
+    summary="undo a restore from the rollback_id it reported",
+    responses=problem_responses(404, 409),
+)
+def rollback_endpoint(request: Request, body: RollbackRequest) -> RollbackResult:
+    result, run_id = app_state(request).run_restoring_job(
+        request, "rollback_job", "rollback_op", {"rollback_id": body.rollback_id}
+    )
+    request.state.audit = {"rollback_id": body.rollback_id, "run_id": run_id}
+    return RollbackResult(result=jsonable(result), run_id=run_id)

@@ -1,0 +1,32 @@
+"""Restores: from a backup point (or a legacy JSON file) into a collection, provably.
+
+Where a change goes:
+
+* which documents (dates, sessions, queries): :mod:`.filters`;
+* which backup points (fulls, incrementals, a point in time): :mod:`.chain`;
+* what happens to a document that already exists (the strategies): :mod:`.plan`, :mod:`.merge`;
+* the undo: :mod:`.rollback`; batched writes: :mod:`.write`; the proof: :mod:`.verify`;
+* JSON files found on disk: :mod:`.legacy`; the order of it all: :mod:`.engine`.
+"""
+
+from bmc_pipeline.engine.restore.engine import RestoreEngine, RestoreOptions
+from bmc_pipeline.engine.restore.filters import (
+    QUERY_OPERATORS,
+    RestoreFilters,
+    check_query,
+    parse_time,
+)
+from bmc_pipeline.engine.restore.legacy import legacy_documents, resolve_source
+from bmc_pipeline.engine.restore.report import RestoreReport
+
+__all__ = [
+    "QUERY_OPERATORS",
+    "RestoreEngine",
+    "RestoreFilters",
+    "RestoreOptions",
+    "RestoreReport",
+    "check_query",
+    "legacy_documents",
+    "parse_time",
+    "resolve_source",
+]

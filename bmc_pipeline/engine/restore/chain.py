@@ -1,0 +1,150 @@
+"""Which backup points a restore reads: the full and the incrementals up to the chosen point.
+
+A chain is resolved from a backup id, ``latest``, or a point in time (the newest point at or
+before it, within the named backup's family when an id is given). Every archive of the chain is
+authenticated before anything is written, and the documents of the chosen point's state are
+streamed newest archive first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.backup import parse_index_entry
+from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.digest import document_hash
+from bmc_pipeline.engine.errors import BackupNotFoundError
+from bmc_pipeline.engine.rawbson import id_element
+from bmc_pipeline.engine.store import BackupRef, BackupStore
+from bmc_pipeline.engine.validate import verify_archive
+
+
+@dataclass
+class BackupPoint:
+    """One collection's entry in one published backup."""
+
+    ref: BackupRef
+    manifest: dict[str, Any]
+    entry: dict[str, Any]
+
+    def path(self, part: str) -> Path:
+        return self.ref.manifest_path.parent / str(self.entry[part]["file"])
+
+    def documents(self, part: str, keyring: KeyRing) -> Iterator[bytes]:
+        """The raw BSON documents of one part (``documents``, ``tombstones``, ``index``)."""
+        with self.path(part).open("rb") as fh:
+            yield from ArchiveReader(fh, keyring).documents()
+
+
+def _point_at(
+    store: BackupStore,
+    keyring: KeyRing,
+    backup_id: str,
+    collection: str,
+    point_in_time: datetime,
+) -> tuple[BackupRef, dict[str, Any]]:
+    """The newest backup of ``collection`` taken at or before ``point_in_time``."""
+    candidates = []
+    for ref in store.refs():
+        if ref.backup_type == "rollback":
+            continue
+        m = store.load_manifest(ref, keyring)
+        taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
+        if collection in m.get("collections", {}) and taken <= point_in_time:
+            candidates.append((taken, ref, m))
+    if backup_id != "latest":
+        # The id names a chain; the point in time picks the point within it: the named
+        # backup's ancestors and every backup descending from them, however deep.
+        family = {p.ref.backup_id for p in resolve_chain(store, keyring, backup_id, collection)}
+        for _, ref_, m in sorted(candidates, key=lambda c: c[0]):
+            if m["collections"][collection].get("parent") in family:
+                family.add(ref_.backup_id)
+        candidates = [c for c in candidates if c[1].backup_id in family]
+    if not candidates:
+        raise BackupNotFoundError(
+            f"no backup of collection {collection!r} at or before {point_in_time.isoformat()}"
+        )
+    _, ref, manifest = max(candidates, key=lambda c: c[0])
+    return ref, manifest
+
+
+def resolve_chain(
+    store: BackupStore,
+    keyring: KeyRing,
+    backup_id: str,
+    collection: str,
+    point_in_time: datetime | None = None,
+) -> list[BackupPoint]:
+    """The full and incrementals (oldest first) whose application gives the chosen point."""
+    if point_in_time is not None:
+        ref, manifest = _point_at(store, keyring, backup_id, collection, point_in_time)
+    elif backup_id == "latest":
+        found = store.latest_with(collection, keyring)
+        if found is None:
+            raise BackupNotFoundError(f"there is no backup of collection {collection!r} yet")
+        ref, manifest = found
+    else:
+        ref = store.resolve(backup_id)
+        manifest = store.load_manifest(ref, keyring)
+    points: list[BackupPoint] = []
+    while True:
+        colls = manifest.get("collections", {})
+        if collection not in colls:
+            raise BackupNotFoundError(
+                f"backup {ref.backup_id} holds no collection {collection!r}; "
+                f"it holds: {', '.join(sorted(colls)) or 'none'}"
+            )
+        entry = colls[collection]
+        points.append(BackupPoint(ref, manifest, entry))
+        parent = entry.get("parent")
+        if not parent:
+            break
+        try:
+            ref = store.resolve(parent)
+        except BackupNotFoundError:
+            raise BackupNotFoundError(
+                f"backup {points[-1].ref.backup_id} is an incremental whose parent {parent} is "
+                f"missing: the chain for {collection!r} is broken; restore from a full backup"
+            ) from None
+        manifest = store.load_manifest(ref, keyring)
+    return list(reversed(points))
+
+
+def verify_chain(points: list[BackupPoint], keyring: KeyRing) -> None:
+    """Authenticate every archive the restore will read, before anything is written."""
+    for p in points:
+        for part in ("documents", "tombstones", "index"):
+            if p.entry.get(part):
+                label = f"backup {p.ref.backup_id}: {p.entry[part]['file']}"
+                verify_archive(p.path(part), p.entry[part], keyring, label)
+
+
+def point_documents(
+    points: list[BackupPoint], keyring: KeyRing
+) -> tuple[Iterator[bytes], set[bytes]]:
+    """(documents of the final state, ids the chain deleted that the state does not hold)."""
+    desired = dict(parse_index_entry(r) for r in points[-1].documents("index", keyring))
+    deleted: set[bytes] = set()
+    for p in points[1:]:
+        if p.entry.get("tombstones"):
+            deleted.update(id_element(r) for r in p.documents("tombstones", keyring))
+    deleted -= desired.keys()
+
+    def docs() -> Iterator[bytes]:
+        # Newest archive first: the first version whose hash is in the index is the one of this
+        # point. Popping it means older versions of the same id no longer match, and the map
+        # shrinks as the restore goes.
+        for p in reversed(points):
+            for raw in p.documents("documents", keyring):
+                elem = id_element(raw)
+                if desired.get(elem) != document_hash(raw):
+                    continue
+                del desired[elem]
+                yield raw
+
+    return docs(), deleted

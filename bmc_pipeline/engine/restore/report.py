@@ -1,0 +1,60 @@
+"""What a restore did (or, in a dry run, would do): counts, samples, verification, timings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bmc_pipeline.engine.rawbson import decode_id
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did (or, dry run, would do)."""
+
+    backup_id: str
+    collection: str
+    target_collection: str
+    strategy: str
+    dry_run: bool
+    chain: list[str] = field(default_factory=list)
+    inserted: int = 0
+    overwritten: int = 0
+    merged: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    invalid: int = 0
+    deleted: int = 0
+    filtered_out: int = 0
+    errors: list[str] = field(default_factory=list)
+    rollback_id: str | None = None
+    verified: bool = False
+    verification: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    quarantine_file: str | None = None
+    phases_s: dict[str, float] = field(default_factory=dict)  # verify, plan, rollback, write, check
+
+    @property
+    def restored(self) -> int:
+        return self.inserted + self.overwritten + self.merged
+
+    def sample(self, action: str, elem: bytes) -> None:
+        ids = self.samples.setdefault(action, [])
+        if len(ids) < 5:
+            ids.append(str(decode_id(elem)))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["restored"] = self.restored
+        d["docs_per_s"] = round(self.restored / self.duration_s, 1) if self.duration_s > 0 else 0.0
+        d["duration_s"] = round(self.duration_s, 3)
+        d["phases_s"] = {k: round(v, 3) for k, v in self.phases_s.items()}
+        return d
+
+    def phase(self, name: str, since: float) -> float:
+        """Record the time since ``since`` as phase ``name``; returns now."""
+        now = time.monotonic()
+        self.phases_s[name] = self.phases_s.get(name, 0.0) + now - since
+        return now
