@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.launch import run_backup
-from tests.conftest import ROOT, make_settings, unreachable, write_config
+from tests.support import ROOT, make_settings, unreachable, write_config
 
 # Renaming an asset orphans its history in the Dagster instance: this list changes on purpose only.
 PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files", "backup_set")
@@ -56,11 +57,23 @@ def test_asset_keys_snapshot(mock_settings: Settings) -> None:
     assert keys == EXPECTED_ASSET_KEYS
 
 
-def test_module_level_defs_load_from_workspace_module() -> None:
+def test_the_workspace_loads_the_code_location_as_dagster_does(tmp_path: Path) -> None:
+    """``dagster definitions validate`` loads workspace.yaml the way the UI and daemon do."""
+    import subprocess
+    import sys
+
     from bmc_pipeline.definitions import defs
 
-    dg.Definitions.validate_loadable(defs)
+    dg.Definitions.validate_loadable(defs())
     assert (ROOT / "workspace.yaml").read_text().count("bmc_pipeline.definitions") == 1
+    dagster = Path(sys.executable).parent / "dagster"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Validation successful for code location bmc_pipeline" in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
@@ -197,3 +210,36 @@ def test_cli_backup_and_list_against_the_server(
         assert json.loads(capsys.readouterr().out)["count"] == 1
     finally:
         del os.environ["BMC_BACKUP_KEY"]
+
+
+def test_importing_the_definitions_module_builds_nothing_and_reads_no_configuration(
+    tmp_path: Path,
+) -> None:
+    """A broken configuration file does not break the import: only loading the location reads it."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "broken.json"
+    bad.write_text("{ not json")
+    code = (
+        "import dagster as dg, bmc_pipeline.definitions as d\n"
+        "assert not isinstance(d.defs, dg.Definitions)\n"
+        "print('imported')"
+    )
+    env = {**os.environ, "BMC_CONFIG": str(bad)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "imported" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("strategy", ["merge", "timestamp_based"])
+def test_the_launchpad_default_strategy_follows_the_configuration(
+    mock_settings: Settings, strategy: str
+) -> None:
+    restore = mock_settings.restore.model_copy(update={"default_strategy": strategy})
+    s = mock_settings.model_copy(update={"restore": restore})
+    job = build_definitions(s).resolve_job_def("restore_job")
+    assert job.run_config is not None
+    default = job.run_config["ops"]["restore_op"]["config"]
+    assert default["strategy"] == strategy and default["dry_run"] is True

@@ -26,7 +26,7 @@ from bmc_pipeline.engine.scanner import (
     write_reports,
 )
 from bmc_pipeline.engine.scanner import workers as scan_workers
-from tests.conftest import write_config
+from tests.support import write_config
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -184,7 +184,7 @@ def test_scan_job_writes_both_reports_and_attaches_the_summary(
     import dagster as dg
 
     from bmc_pipeline.definitions import build_definitions
-    from tests.conftest import make_settings
+    from tests.support import make_settings
 
     s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
@@ -369,7 +369,9 @@ def test_parallel_batches_give_the_same_report_as_one_process(
 
     with ThreadPoolExecutor(1) as pool:
         in_thread = pool.submit(run, 2).result()
-        assert pool.submit(lambda: scan_workers._mp_context().get_start_method()).result() == ("forkserver")
+        assert pool.submit(lambda: scan_workers._mp_context().get_start_method()).result() == (
+            "forkserver"
+        )
     assert in_thread == one
     assert one["summary"]["conversations_found"] == 15 and len(one["duplicates"]) == 2
     # the main process spilling its fold to sorted files every 2 conversations, and merging them

@@ -28,7 +28,7 @@ from bmc_pipeline.engine.rawbson import decode_id
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.validate import validate_backup
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
 
 
 def engine_for(settings: Settings, db: Any, keyring: KeyRing, **kw: Any) -> BackupEngine:

@@ -12,7 +12,7 @@ import pytest
 from bmc_pipeline.cli import main
 from bmc_pipeline.engine.audit import AuditLog, entry_hash, scrub
 from bmc_pipeline.engine.crypto import Key, KeyRing
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
 
 
 def _log(tmp_path: Path, keyring: KeyRing | None, n: int = 5) -> AuditLog:

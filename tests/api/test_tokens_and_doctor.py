@@ -17,7 +17,7 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import ConfigError
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
-from tests.conftest import unreachable, write_config
+from tests.support import unreachable, write_config
 
 
 def test_tokens_are_stored_as_hashes_in_a_private_file(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.restore import RestoreEngine
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.launch import run_backup
-from tests.conftest import make_settings, unreachable, write_config
+from tests.support import make_settings, unreachable, write_config
 
 
 def test_status_reports_success_rate_restores_and_open_alerts(

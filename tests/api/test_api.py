@@ -26,8 +26,8 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.scanner import REPORT_FORMAT
-from tests.apiserver import Tls, clean_env, client, make_tls, process_server, thread_server
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
+from tests.support.apiserver import Tls, clean_env, client, make_tls, process_server, thread_server
 
 
 @pytest.fixture(scope="module")

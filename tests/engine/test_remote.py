@@ -26,7 +26,7 @@ from bmc_pipeline.engine.retention import RetentionPolicy, delete_backup, rotate
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.validate import validate_backup
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
 
 
 def _settings(tmp_path: Path, key: Key, url: str) -> Settings:

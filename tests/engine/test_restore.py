@@ -17,12 +17,12 @@ from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError, DatabaseError, IntegrityError
-from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.mongo import connect, raw_batches
 from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
+from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

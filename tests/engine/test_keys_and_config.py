@@ -14,6 +14,7 @@ from bmc_pipeline.cli import main
 from bmc_pipeline.config import load_settings
 from bmc_pipeline.engine.crypto import load_keyring, read_key_file, write_key_file
 from bmc_pipeline.engine.errors import ConfigError, KeyConfigError
+from tests.support import ROOT
 
 
 def test_key_file_readable_by_others_is_refused_with_chmod_advice(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_environment_overrides_named_fields(tmp_path: Path) -> None:
 
 
 def test_project_config_file_is_complete_and_valid() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     s = load_settings(root / "backup_config.json", env={})
     assert set(s.collections) == {"conversations", "quotes", "sessions", "context", "analytics"}
 
@@ -123,7 +124,7 @@ def test_without_a_configuration_the_shipped_collections_apply(
 ) -> None:
     """No file (or one that names no collections) means the five collections, exactly as
     backup_config.json describes them: not a backup of nothing."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     shipped = load_settings(root / "backup_config.json", env={}).collections
     monkeypatch.chdir(tmp_path)  # no backup_config.json here
     assert load_settings(env={}).collections == shipped

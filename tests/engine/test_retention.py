@@ -20,7 +20,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.retention import Point, RetentionPolicy, plan_retention, rotate
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
 
 POLICY = RetentionPolicy(daily=3, weekly=2, monthly=2)
 

@@ -20,7 +20,7 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
-from tests.conftest import make_settings, write_config
+from tests.support import make_settings, write_config
 
 
 def use_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s: Settings) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from bmc_pipeline.demo import run_demo
 from bmc_pipeline.engine.crypto import Key
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 
 def test_demo_passes_twice_in_a_row_in_process(

@@ -31,7 +31,7 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.sensors import build_sensors
-from tests.conftest import make_settings, unreachable
+from tests.support import make_settings, unreachable
 
 ALERT = Alert(
     key="stale:conversations", severity="critical",

@@ -1,0 +1,132 @@
+"""Running the deployment: ``keygen``, ``seed``, ``rotate``, ``status``, ``doctor``, ``demo``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bmc_pipeline.cli.options import (
+    Commands,
+    config_path,
+    dry_run_option,
+    json_option,
+    print_json,
+    say,
+)
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.crypto import new_key_text, write_key_file
+from bmc_pipeline.engine.deployment import Deployment
+from bmc_pipeline.engine.errors import EXIT_CHECKS_FAILED, EXIT_OK
+from bmc_pipeline.engine.health import health_markdown
+from bmc_pipeline.engine.retention import RetentionPolicy, rotate
+from bmc_pipeline.jobs.history import health_now
+
+commands = Commands()
+
+
+@commands("keygen", help="create a backup key")
+@click.option("--out", help="write it to this file with mode 0600 (else print it)")
+@click.option("--add", is_flag=True, help="rotate: put a new key first in an existing key file")
+def keygen(settings: Settings, out: str | None, add: bool) -> int:
+    if not out:
+        print(new_key_text())
+        print(
+            "# a new backup key; put it in BMC_BACKUP_KEY (or a 0600 key file) and keep a copy "
+            "somewhere safe: backups cannot be read without it",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    key = write_key_file(out, add=add)
+    print(f"wrote key {key.key_id} to {out} (mode 0600); set BMC_BACKUP_KEY_FILE={out}")
+    print("keep a copy of this file outside this machine: backups cannot be read without it")
+    return EXIT_OK
+
+
+@commands("seed", help="write the sample data set into the database and files root")
+@click.option("--conversations", type=int, default=1000)
+@click.option("--seed", type=int, default=42)
+@click.option("--no-files", is_flag=True, help="do not write the chatbot's files")
+@json_option
+def seed(settings: Settings, conversations: int, seed: int, no_files: bool, json: bool) -> int:
+    from bmc_pipeline.engine.sample_data import seed_database, write_files
+
+    counts = seed_database(Deployment(settings).database(), conversations, seed)
+    files = [] if no_files else write_files(settings.files_root, seed)
+    if json:
+        print_json({"collections": counts, "files": [str(f) for f in files]})
+        return EXIT_OK
+    for name, n in counts.items():
+        print(f"{name:>14}: {n} documents")
+    if files:
+        print(f"{len(files)} files written under {settings.files_root}")
+    return EXIT_OK
+
+
+@commands("rotate", help="apply the retention policy (daily/weekly/monthly)")
+@dry_run_option
+@json_option
+def rotate_backups(settings: Settings, dry_run: bool, json: bool) -> int:
+    r = settings.retention
+    d = Deployment(settings)
+    result = rotate(
+        d.store(),
+        d.keyring(),
+        RetentionPolicy(daily=r.daily, weekly=r.weekly, monthly=r.monthly),
+        dry_run=dry_run,
+        grace_s=r.blob_grace_hours * 3600,
+        log=say(json),
+        remote=d.remote(),
+    )
+    if json:
+        print_json(result.as_dict())
+        return EXIT_OK
+    for dec in result.decisions:
+        what = "keep  " if dec.keep else ("WOULD DELETE" if dry_run else "deleted")
+        print(f"{what} {dec.backup_id}  {'; '.join(dec.reasons)}")
+    for u in result.unreadable:
+        print(f"keep   {u} (manifest unreadable: never deleted)")
+    verb = "would free" if dry_run else "freed"
+    print(
+        f"{len(result.deleted)} backup(s) {'would be ' if dry_run else ''}deleted; "
+        f"{result.blobs_deleted} unreferenced file blob(s), {verb} {result.blob_bytes_freed} bytes"
+    )
+    return EXIT_OK
+
+
+@commands("status", help="backup health: success rates, storage, restores, alerts")
+@json_option
+def status(settings: Settings, json: bool) -> int:
+    h = health_now(settings)
+    if json:
+        print_json(h)
+    else:
+        print(health_markdown(h))
+    return EXIT_OK
+
+
+@commands("doctor", help="check key, permissions, space, MongoDB, Dagster, API")
+@json_option
+def doctor(settings: Settings, json: bool) -> int:
+    from bmc_pipeline.doctor import run_doctor
+
+    report = run_doctor(settings)
+    if json:
+        print_json(report)
+    else:
+        for c in report["checks"]:
+            print(f"{c['status'].upper():<4} {c['name']}: {c['message']}")
+            if c["fix"] and c["status"] != "ok":
+                print(f"     fix: {c['fix']}")
+        print("all checks passed" if report["ok"] else "some checks FAILED")
+    return EXIT_OK if report["ok"] else EXIT_CHECKS_FAILED
+
+
+@commands("demo", help="seed sample data, back up, change, back up again, validate")
+@click.option("--conversations", type=int, default=10_000)
+def demo(settings: Settings, conversations: int) -> int:
+    from bmc_pipeline.demo import run_demo
+
+    return run_demo(
+        settings, conversations=conversations, config_path=config_path(click.get_current_context())
+    )

@@ -1,0 +1,220 @@
+"""Bringing data back: ``restore``, ``rollback``, ``scan`` and ``recover``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bmc_pipeline.cli.options import (
+    Commands,
+    dry_run_option,
+    json_option,
+    print_json,
+    say,
+    strategy_option,
+)
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.deployment import Deployment
+from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK
+from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, resolve_source
+from bmc_pipeline.engine.scanner import recoverable_documents, scan_settings, write_reports
+from bmc_pipeline.engine.vocabulary import Source, choices
+from bmc_pipeline.progress import ProgressBar
+
+commands = Commands()
+
+
+def restore_engine(settings: Settings, *, quiet: bool) -> RestoreEngine:
+    d = Deployment(settings)
+    return RestoreEngine(settings, d.database(), d.store(), d.keyring(), log=say(quiet))
+
+
+def print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json(report)
+        return
+    what = "would restore" if report["dry_run"] else "restored"
+    print(
+        f"{what} {report['restored']} documents of {report['collection']} into "
+        f"{report['target_collection']} from {report['backup_id']} "
+        f"(chain: {' -> '.join(report['chain']) or 'file'})"
+    )
+    print(
+        f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
+        f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "
+        f"invalid {report['invalid']}, deleted {report['deleted']}, "
+        f"filtered out {report['filtered_out']}"
+    )
+    for action, ids in report["samples"].items():
+        print(f"  e.g. {action}: {', '.join(ids)}")
+    for e in report["errors"][:10]:
+        print(f"  invalid: {e}")
+    if report["quarantine_file"]:
+        print(f"  invalid documents saved to {report['quarantine_file']}")
+    if report["rollback_id"]:
+        print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
+    print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+
+
+def restore_exit(report: dict[str, Any]) -> int:
+    """A dry run always succeeds; a restore that wrote succeeds only if it verified."""
+    return EXIT_OK if report["dry_run"] or report["verified"] else EXIT_NOT_VERIFIED
+
+
+@commands("restore", help="restore a collection from a backup (or a JSON file)")
+@click.argument("backup_id")
+@click.option("--collection", required=True, help="the collection in the backup")
+@click.option("--target-collection", help="restore into this collection instead")
+@strategy_option
+@dry_run_option
+@click.option("--session-id", multiple=True, help="only this session (repeatable)")
+@click.option(
+    "--query",
+    help='only documents matching this MongoDB query (JSON), e.g. \'{"status": "open"}\'; '
+    "comparison, set and logical operators only (docs/RESTORE.md)",
+)
+@click.option("--date-from", help="only documents whose timestamp field is at or after this")
+@click.option("--date-to", help="only documents whose timestamp field is at or before this")
+@click.option("--point-in-time", help="restore the state at this time (latest point before it)")
+@click.option("--drop", is_flag=True, help="also delete documents the chain deleted")
+@click.option("--fail-fast", is_flag=True, help="stop at the first invalid document")
+@json_option
+def restore(
+    settings: Settings,
+    backup_id: str,
+    collection: str,
+    target_collection: str | None,
+    strategy: str | None,
+    dry_run: bool,
+    session_id: tuple[str, ...],
+    query: str | None,
+    date_from: str | None,
+    date_to: str | None,
+    point_in_time: str | None,
+    drop: bool,
+    fail_fast: bool,
+    json: bool,
+) -> int:
+    filters = RestoreFilters.from_dict(
+        {
+            "date_from": date_from,
+            "date_to": date_to,
+            "session_ids": list(session_id),
+            "point_in_time": point_in_time,
+            "drop_deleted": drop,
+            "query": query,
+        }
+    )
+    engine = restore_engine(settings, quiet=json)
+    source_id, legacy = resolve_source(engine.store, backup_id, collection)
+    report = engine.restore(
+        source_id,
+        collection,
+        target_collection=target_collection,
+        strategy=strategy or settings.restore.default_strategy,
+        filters=filters,
+        dry_run=dry_run,
+        fail_fast=fail_fast,
+        legacy_documents=legacy,
+    ).as_dict()
+    print_restore_report(report, as_json=json)
+    return restore_exit(report)
+
+
+@commands("rollback", help="undo a restore, from the rollback id it reported")
+@click.argument("rollback_id")
+@json_option
+def rollback(settings: Settings, rollback_id: str, json: bool) -> int:
+    result = restore_engine(settings, quiet=json).rollback(rollback_id)
+    if json:
+        print_json(result)
+    else:
+        print(
+            f"rolled back {result['collection']}: {result['deleted']} inserted documents removed, "
+            f"{result['restored']} previous versions put back; verified: {result['verified']} "
+            f"({result['verification']})"
+        )
+    return EXIT_OK if result["verified"] else EXIT_NOT_VERIFIED
+
+
+@commands("scan", help="find recoverable conversations in MongoDB and on disk")
+@click.option("--source", type=click.Choice(choices(Source)), default=Source.all.value)
+@click.option("--collection", help="only this collection (MongoDB part)")
+@click.option("--root", help="directory to scan (default: files.root)")
+@click.option("--output-dir", help="where to write the reports (default: scanner.output_dir)")
+@json_option
+def scan(
+    settings: Settings,
+    source: str,
+    collection: str | None,
+    root: str | None,
+    output_dir: str | None,
+    json: bool,
+) -> int:
+    d = Deployment(settings)
+    report = scan_settings(
+        settings,
+        source=source,
+        collection=collection,
+        root=Path(root) if root else None,
+        db=d.database() if source != Source.filesystem else None,
+        keyring=d.keyring_if_any(),
+        log=say(json),
+        progress=None if json else ProgressBar("reading files"),
+    )
+    out_dir = Path(output_dir) if output_dir else settings.path(settings.scanner.output_dir)
+    json_path, md_path = write_reports(report, out_dir)
+    if json:
+        print_json({**report.as_dict(), "report_files": [str(json_path), str(md_path)]})
+        return EXIT_OK
+    for k, v in report.summary.items():
+        print(f"{k.replace('_', ' '):>26}: {v}")
+    for r in report.recommendations:
+        print(f"- {r}")
+    print(f"reports: {json_path} and {md_path}")
+    return EXIT_OK
+
+
+@commands("recover", help="write the conversations a scan found missing into MongoDB")
+@click.option("--from-scan", required=True, help="a recovery_report_*.json written by scan")
+@click.option("--target-collection", help="default: conversations")
+@strategy_option
+@dry_run_option
+@json_option
+def recover(
+    settings: Settings,
+    from_scan: str,
+    target_collection: str | None,
+    strategy: str | None,
+    dry_run: bool,
+    json: bool,
+) -> int:
+    report_path = Path(from_scan)
+    engine = restore_engine(settings, quiet=json)
+    missing: list[str] = []
+    result = engine.restore(
+        f"file:{report_path.name}",
+        "conversations",
+        target_collection=target_collection,
+        strategy=strategy or settings.restore.default_strategy,
+        dry_run=dry_run,
+        legacy_documents=recoverable_documents(
+            report_path, Deployment(settings).keyring_if_any(), missing
+        ),
+    ).as_dict()
+    result["not_found"] = missing
+    print_restore_report(result, as_json=json)
+    if missing and not json:
+        print(
+            f"warning: {len(missing)} conversation(s) of the report were not recovered, because "
+            "they are no longer found as the scan saw them; scan again to see what is there now:",
+            file=sys.stderr,
+        )
+        for line in missing[:10]:
+            print(f"  {line}", file=sys.stderr)
+        if len(missing) > 10:
+            print(f"  ... and {len(missing) - 10} more (all are in --json output)", file=sys.stderr)
+    return restore_exit(result)
