@@ -34,6 +34,14 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore, FilesSnapshot, snapshot_files
+from bmc_pipeline.engine.manifest import (
+    FORMAT,
+    ArchiveEntry,
+    BackupMetadata,
+    CollectionEntry,
+    Manifest,
+    StateEntry,
+)
 from bmc_pipeline.engine.mongo import collection_metadata, raw_batches, with_retries
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.store import (
@@ -73,34 +81,25 @@ class CollectionBackup:
     metadata: dict[str, Any]
     duration_s: float
 
-    def manifest_entry(self, pending: PendingBackup, timestamp_field: str | None) -> dict[str, Any]:
-        def arch(stats: ArchiveStats | None, suffix: str) -> dict[str, Any] | None:
-            if stats is None:
-                return None
-            return {
-                "file": pending.relpath(f"{self.name}{suffix}{ARCHIVE_SUFFIX}"),
-                "documents": stats.documents,
-                "raw_bytes": stats.raw_bytes,
-                "stored_bytes": stats.stored_bytes,
-                "segments": stats.segments,
-                "sha256": stats.sha256,
-                "stored_sha256": stats.stored_sha256,
-                "key_id": stats.key_id,
-            }
+    def manifest_entry(
+        self, pending: PendingBackup, timestamp_field: str | None
+    ) -> CollectionEntry:
+        def arch(stats: ArchiveStats, suffix: str) -> ArchiveEntry:
+            return ArchiveEntry.of(pending.relpath(f"{self.name}{suffix}{ARCHIVE_SUFFIX}"), stats)
 
-        return {
-            "mode": self.mode,
-            "parent": self.parent,
-            "watermark": self.watermark.isoformat(),
-            "timestamp_field": timestamp_field,
-            "change_detection": self.change_detection,
-            "documents": arch(self.documents, ""),
-            "tombstones": arch(self.tombstones, ".tombstones"),
-            "index": arch(self.index, ".index"),
-            "state": self.state.as_dict(),
-            "metadata": self.metadata,
-            "duration_s": round(self.duration_s, 3),
-        }
+        return CollectionEntry(
+            mode=self.mode,
+            parent=self.parent,
+            watermark=self.watermark.isoformat(),
+            timestamp_field=timestamp_field,
+            change_detection=self.change_detection,
+            documents=arch(self.documents, ""),
+            tombstones=arch(self.tombstones, ".tombstones") if self.tombstones else None,
+            index=arch(self.index, ".index"),
+            state=StateEntry(documents=self.state.count, digest=self.state.hexdigest),
+            metadata=self.metadata,
+            duration_s=round(self.duration_s, 3),
+        )
 
 
 @dataclass
@@ -112,7 +111,7 @@ class BackupResult:
     timestamp: datetime
     collections: dict[str, CollectionBackup]
     files: FilesSnapshot | None
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: Manifest = field(repr=False)
 
     @property
     def backup_id(self) -> str:
@@ -196,9 +195,16 @@ class BackupEngine:
         self.log = log
         self.retry_backoff_s = retry_backoff_s
 
-    def load_index(self, ref: BackupRef, entry: dict[str, Any]) -> dict[bytes, bytes]:
+    def load_index(self, ref: BackupRef, entry: CollectionEntry) -> dict[bytes, bytes]:
         """The id -> document hash map of a collection at a backup point."""
-        path = ref.manifest_path.parent / entry["index"]["file"]
+        if entry.index is None:
+            raise IntegrityError(
+                f"backup {ref.backup_id} keeps no id index for this collection; "
+                "an incremental cannot be built on it: take a full backup",
+                path=str(ref.manifest_path),
+                reason="no-index",
+            )
+        path = ref.manifest_path.parent / entry.index.file
         state: dict[bytes, bytes] = {}
         with path.open("rb") as fh:
             for raw in ArchiveReader(fh, self.keyring, name=str(path)).documents():
@@ -212,7 +218,7 @@ class BackupEngine:
         pending: PendingBackup,
         name: str,
         mode: str,
-        parent: tuple[BackupRef, dict[str, Any]] | None,
+        parent: tuple[BackupRef, Manifest] | None,
     ) -> CollectionBackup:
         coll_cfg = self.settings.collection(name)
         coll = self.db[name]
@@ -249,13 +255,13 @@ class BackupEngine:
         else:
             parent_ref, parent_manifest = parent
             parent_id = parent_ref.backup_id
-            pentry = parent_manifest["collections"][name]
+            pentry = parent_manifest.collections[name]
             state = self.load_index(parent_ref, pentry)
             tomb_w = writer(".tombstones")
             ts_field = coll_cfg.timestamp_field
             if ts_field:
                 detection = "timestamp"
-                since = datetime.fromisoformat(pentry["watermark"]) - TIMESTAMP_OVERLAP
+                since = datetime.fromisoformat(str(pentry.watermark)) - TIMESTAMP_OVERLAP
                 written: set[bytes] = set()
                 for raw in _docs_in(
                     raw_batches(coll, {ts_field: {"$gte": since}}, batch_size=batch), name
@@ -382,26 +388,26 @@ class BackupEngine:
         results: dict[str, CollectionBackup],
         snap: FilesSnapshot | None,
         extra: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         fs = snap.manifest_section() if snap else {}
         checksums = {n: f"sha256:{c.documents.sha256}" for n, c in results.items()}
         if snap:
             checksums["filesystem"] = "sha256:" + hashlib.sha256(canonical_json(fs)).hexdigest()
-        return {
-            "backup_metadata": {
-                "timestamp": now.isoformat(),
-                "backup_type": backup_type,
-                "version": MANIFEST_VERSION,
-                "database": self.settings.mongodb.database,
-                "backup_id": backup_id,
-                "format": 1,
-                "tool": f"bmc_pipeline {__version__}",
+        return Manifest(
+            backup_metadata=BackupMetadata(
+                timestamp=now.isoformat(),
+                backup_type=backup_type,
+                version=MANIFEST_VERSION,
+                database=self.settings.mongodb.database,
+                backup_id=backup_id,
+                format=FORMAT,
+                tool=f"bmc_pipeline {__version__}",
                 **extra,
-            },
-            "collections": {
+            ),
+            collections={
                 n: c.manifest_entry(pending, self.settings.collection(n).timestamp_field)
                 for n, c in results.items()
             },
-            "filesystem": fs,
-            "checksums": checksums,
-        }
+            filesystem=fs,
+            checksums=checksums,
+        )

@@ -18,19 +18,20 @@ from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.manifest import Manifest
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 FORMATS = ("bson", "ejson")
 
 
-def _open_archive(ref: BackupRef, manifest: dict[str, Any], collection: str) -> Path:
-    colls = manifest.get("collections", {})
+def _open_archive(ref: BackupRef, manifest: Manifest, collection: str) -> Path:
+    colls = manifest.collections
     if collection not in colls:
         raise BmcError(
             f"backup {ref.backup_id} holds no collection {collection!r}; "
             f"it holds: {', '.join(sorted(colls)) or 'none'}"
         )
-    return ref.manifest_path.parent / str(colls[collection]["documents"]["file"])
+    return ref.manifest_path.parent / colls[collection].documents.file
 
 
 def export_collection(
@@ -64,18 +65,20 @@ _DECODE: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
 )
 
 
-def _write_ejson(
-    out: BinaryIO, manifest: dict[str, Any], collection: str, reader: ArchiveReader
-) -> int:
+def _write_ejson(out: BinaryIO, manifest: Manifest, collection: str, reader: ArchiveReader) -> int:
     """The seed's envelope, streamed: the documents array is written one document at a time."""
 
     def field(name: str, value: Any) -> bytes:
         return f"  {json.dumps(name)}: {json.dumps(value, sort_keys=True)},\n".encode()
 
-    entry = manifest["collections"][collection]
+    meta = manifest.as_dict()
     out.write(b"{\n")
-    out.write(field("backup_metadata", manifest["backup_metadata"]))
-    out.write(field("collection_metadata", {collection: entry.get("metadata", {})}))
+    out.write(field("backup_metadata", meta["backup_metadata"]))
+    out.write(
+        field(
+            "collection_metadata", {collection: meta["collections"][collection].get("metadata", {})}
+        )
+    )
     out.write(f'  "collections": {{{json.dumps(collection)}: ['.encode())
     n = 0
     for doc in reader.documents():
@@ -85,7 +88,7 @@ def _write_ejson(
         out.write((",\n    " if n else "\n    ").encode() + text.encode())
         n += 1
     out.write(b"\n  ]},\n")
-    out.write(field("filesystem", manifest.get("filesystem", {})))
-    checksums = json.dumps({collection: manifest["checksums"].get(collection)})
+    out.write(field("filesystem", manifest.filesystem))
+    checksums = json.dumps({collection: manifest.checksums.get(collection)})
     out.write(f'  "checksums": {checksums}\n}}\n'.encode())
     return n

@@ -35,9 +35,8 @@ def newest_fulls(store: BackupStore, keyring: KeyRing) -> dict[str, tuple[dateti
             m = store.load_manifest(ref, keyring)
         except BmcError:
             continue  # an unreadable backup does not count as a backup
-        taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
-        for c in m.get("collections", {}):
-            out.setdefault(c, (taken, ref.backup_id))
+        for c in m.collections:
+            out.setdefault(c, (m.taken, ref.backup_id))
     return out
 
 
@@ -148,28 +147,22 @@ def health_report(
         report[f"backup_runs_{days}d"] = len(backups)
         report[f"backup_success_rate_{days}d"] = round(ok / len(backups), 3) if backups else None
     stored: list[tuple[datetime, int]] = []
-    restores = []
+    restores: list[dict[str, Any]] = []
     for ref in store.refs():
         try:
             m = store.load_manifest(ref, keyring)
         except BmcError:
             continue
-        taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
-        size = sum(
-            c[part]["stored_bytes"]
-            for c in m.get("collections", {}).values()
-            for part in ("documents", "tombstones", "index")
-            if c.get(part)
-        )
-        stored.append((taken, size))
+        taken = m.taken
+        stored.append((taken, m.stored_bytes()))
         if ref.backup_type == "rollback":
             restores.append(
                 {
                     "rollback_id": ref.backup_id,
                     "at": taken.isoformat(),
-                    "restore_of": m["backup_metadata"].get("restore_of"),
-                    "strategy": m["backup_metadata"].get("strategy"),
-                    "collections": sorted(m.get("collections", {})),
+                    "restore_of": m.backup_metadata.restore_of,
+                    "strategy": m.backup_metadata.strategy,
+                    "collections": sorted(m.collections),
                 }
             )
     report["storage_bytes"] = _dir_bytes(store.root)

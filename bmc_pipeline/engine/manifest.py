@@ -67,11 +67,15 @@ class CollectionEntry(_Open):
 
     mode: str  # full, incremental or rollback
     parent: str | None = None
+    watermark: str | None = None  # where the next incremental's timestamp query starts
+    timestamp_field: str | None = None
+    change_detection: str | None = None  # full, timestamp or hash
     documents: ArchiveEntry
     tombstones: ArchiveEntry | None = None
     index: ArchiveEntry | None = None
     state: StateEntry
     metadata: dict[str, Any] = {}
+    duration_s: float | None = None
 
     def archive(self, part: str) -> ArchiveEntry | None:
         """The entry of ``part`` (``documents``, ``tombstones`` or ``index``), if it has one."""
@@ -89,6 +93,9 @@ class BackupMetadata(_Open):
     database: str
     backup_id: str
     format: int = FORMAT
+    tool: str | None = None  # backups: the program and version that wrote it
+    restore_of: str | None = None  # rollback points: the backup the restore read
+    strategy: str | None = None  # rollback points: the restore's strategy
 
     @property
     def taken(self) -> datetime:
@@ -134,6 +141,15 @@ class Manifest(_Open):
     def blobs(self) -> list[str]:
         """The content-addressed blobs the file snapshot names, sorted."""
         return sorted({f["blob"] for f in self.filesystem.get("files", {}).values()})
+
+    def stored_bytes(self) -> int:
+        """Bytes the collections' archives take on disk (file blobs are shared, not counted)."""
+        return sum(
+            a.stored_bytes
+            for c in self.collections.values()
+            for a in (c.documents, c.tombstones, c.index)
+            if a is not None
+        )
 
     @property
     def taken(self) -> datetime:

@@ -33,6 +33,7 @@ from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError, RemoteError
 from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.manifest import Manifest
 from bmc_pipeline.engine.store import BackupRef, BackupStore, backup_id_of_manifest
 
 CHUNK = 1 << 20  # bytes copied at a time when fetching a file
@@ -48,10 +49,6 @@ class PushResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _blobs_of(manifest: dict[str, Any]) -> list[str]:
-    return sorted({f["blob"] for f in manifest.get("filesystem", {}).get("files", {}).values()})
 
 
 class RemoteStore:
@@ -105,7 +102,7 @@ class RemoteStore:
         result = PushResult(ref.backup_id, self.url)
         locals_: list[Path] = sorted(p for p in ref.payload_dir.rglob("*") if p.is_file())
         blob_root = store.root / BLOB_DIR
-        locals_ += [blob_root / b[:2] / b for b in _blobs_of(manifest)]
+        locals_ += [blob_root / b[:2] / b for b in manifest.blobs()]
         for path in locals_:
             self._upload(store, path, result)
         self._upload(store, ref.manifest_path, result, via_temporary=True)
@@ -170,7 +167,9 @@ class RemoteStore:
             raise IntegrityError(
                 f"the manifest of {backup_id} at {self.url} is not JSON", reason="bad-manifest"
             ) from None
-        store.verify_manifest(doc, keyring, name=f"{self.url}/{ref.manifest_path.name}")
+        name = f"{self.url}/{ref.manifest_path.name}"
+        store.verify_manifest(doc, keyring, name=name)
+        manifest = Manifest.parse(doc, name=name)
         remote_payload = self._remote(store, ref.payload_dir)
         try:
             payload = [str(p) for p in self.fs.find(remote_payload)]
@@ -180,7 +179,7 @@ class RemoteStore:
         wanted = [(p, store.root / p[len(self.root) + 1 :]) for p in payload]
         wanted += [
             (self._remote(store, blob_root / b[:2] / b), blob_root / b[:2] / b)
-            for b in _blobs_of(doc)
+            for b in manifest.blobs()
         ]
         got = 0
         for src, dest in wanted:

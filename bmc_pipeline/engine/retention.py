@@ -128,9 +128,9 @@ def points_of(store: BackupStore, keyring: KeyRing) -> tuple[list[Point], list[s
     for ref in store.refs():
         try:
             m = store.load_manifest(ref, keyring)
-            colls = m.get("collections", {})
-            parents = frozenset(str(c["parent"]) for c in colls.values() if c.get("parent"))
-            taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
+            colls = m.collections
+            parents = frozenset(c.parent for c in colls.values() if c.parent)
+            taken = m.taken
         except (BmcError, KeyError, ValueError, TypeError) as exc:
             unreadable.append(f"{ref.backup_id}: {exc}")
             continue
@@ -142,7 +142,7 @@ def referenced_blobs(store: BackupStore, refs: list[BackupRef], keyring: KeyRing
     blobs: set[str] = set()
     for ref in refs:
         m = store.load_manifest(ref, keyring)
-        blobs.update(f["blob"] for f in m.get("filesystem", {}).get("files", {}).values())
+        blobs.update(m.blobs())
     return blobs
 
 

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from bmc_pipeline.engine.atomic import fsync_dir, write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, constant_time_equal, manifest_mac
 from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
+from bmc_pipeline.engine.manifest import Manifest
 
 MANIFEST_VERSION = "1.0.0"
 BACKUP_TYPES = ("full", "incremental", "rollback")
@@ -170,17 +171,11 @@ class BackupStore:
         }
         try:
             m = self.load_manifest(ref, keyring)
-            colls = m.get("collections", {})
-            row["collections"] = {n: c["documents"]["documents"] for n, c in colls.items()}
-            row["files"] = len(m.get("filesystem", {}).get("files", {}))
-            row["size_bytes"] = sum(
-                c[p]["stored_bytes"]
-                for c in colls.values()
-                for p in ("documents", "tombstones", "index")
-                if c.get(p)
-            )
+            row["collections"] = {n: c.documents.documents for n, c in m.collections.items()}
+            row["files"] = len(m.filesystem.get("files", {}))
+            row["size_bytes"] = m.stored_bytes()
             row["authenticated"] = keyring is not None
-        except (BmcError, KeyError, TypeError) as exc:
+        except (BmcError, KeyError, TypeError, AttributeError) as exc:
             row["error"] = str(exc)
         return row
 
@@ -199,20 +194,18 @@ class BackupStore:
             )
         return ref
 
-    def latest_with(
-        self, collection: str, keyring: KeyRing
-    ) -> tuple[BackupRef, dict[str, Any]] | None:
+    def latest_with(self, collection: str, keyring: KeyRing) -> tuple[BackupRef, Manifest] | None:
         """The newest backup (full or incremental, not rollback) that holds ``collection``."""
         for ref in reversed(self.refs()):
             if ref.backup_type == "rollback":
                 continue
             manifest = self.load_manifest(ref, keyring)
-            if collection in manifest.get("collections", {}):
+            if collection in manifest.collections:
                 return ref, manifest
         return None
 
     # -- manifests ------------------------------------------------------------------------
-    def load_manifest(self, ref: BackupRef, keyring: KeyRing | None) -> dict[str, Any]:
+    def load_manifest(self, ref: BackupRef, keyring: KeyRing | None) -> Manifest:
         """Read a manifest; with a key ring, refuse one whose MAC does not verify."""
         name = f"backup {ref.backup_id}: manifest {ref.manifest_path.name}"
         try:
@@ -237,14 +230,15 @@ class BackupStore:
             )
         if keyring is not None:
             self.verify_manifest(doc, keyring, name=name)
-        meta = doc["backup_metadata"]
-        if meta.get("backup_id") != ref.backup_id:
+        manifest = Manifest.parse(doc, name=name, path=str(ref.manifest_path))
+        if manifest.backup_metadata.backup_id != ref.backup_id:
             raise IntegrityError(
-                f"{name} describes backup {meta.get('backup_id')!r}; the file was renamed or copied",
+                f"{name} describes backup {manifest.backup_metadata.backup_id!r}; "
+                "the file was renamed or copied",
                 path=str(ref.manifest_path),
                 reason="manifest-id",
             )
-        return doc
+        return manifest
 
     @staticmethod
     def verify_manifest(doc: dict[str, Any], keyring: KeyRing, *, name: str) -> None:
@@ -337,9 +331,9 @@ class PendingBackup:
                     os.fsync(fh.fileno())
                 fh.close()
 
-    def publish(self, manifest: dict[str, Any], keyring: KeyRing) -> BackupRef:
+    def publish(self, manifest: Manifest, keyring: KeyRing) -> BackupRef:
         """Authenticate the manifest, move the archives into place, then write the manifest."""
-        body = {k: v for k, v in manifest.items() if k != "authentication"}
+        body = manifest.as_dict()
         key = keyring.primary
         signed = dict(body)
         signed["authentication"] = {

@@ -17,6 +17,7 @@ from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore
+from bmc_pipeline.engine.manifest import PARTS, ArchiveEntry, Manifest
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 
@@ -52,7 +53,7 @@ class ValidationReport:
         }
 
 
-def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: str) -> int:
+def verify_archive(path: Path, entry: ArchiveEntry, keyring: KeyRing, label: str) -> int:
     """Read one archive to the end and compare it with its manifest entry; returns the count.
 
     Raises :class:`IntegrityError` for any difference (a missing file included), and
@@ -62,10 +63,10 @@ def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: s
         size = path.stat().st_size
     except FileNotFoundError:
         raise IntegrityError(f"{label} is missing", path=str(path), reason="missing") from None
-    if size != entry["stored_bytes"]:
-        what = "truncated" if size < entry["stored_bytes"] else "has extra bytes"
+    if size != entry.stored_bytes:
+        what = "truncated" if size < entry.stored_bytes else "has extra bytes"
         raise IntegrityError(
-            f"{label}: file is {size} bytes, the manifest says {entry['stored_bytes']}: it {what}",
+            f"{label}: file is {size} bytes, the manifest says {entry.stored_bytes}: it {what}",
             path=str(path),
             reason="size",
         )
@@ -75,9 +76,9 @@ def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: s
             pass
         stats = reader.stats
     for ours, theirs, what in (
-        (stats.stored_sha256, entry["stored_sha256"], "SHA-256 of the stored bytes"),
-        (stats.sha256, entry["sha256"], "SHA-256 of the BSON stream"),
-        (stats.documents, entry["documents"], "document count"),
+        (stats.stored_sha256, entry.stored_sha256, "SHA-256 of the stored bytes"),
+        (stats.sha256, entry.sha256, "SHA-256 of the BSON stream"),
+        (stats.documents, entry.documents, "document count"),
     ):
         if ours != theirs:
             raise IntegrityError(
@@ -88,13 +89,14 @@ def verify_archive(path: Path, entry: dict[str, Any], keyring: KeyRing, label: s
     return stats.documents
 
 
-def archives_of(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def archives_of(manifest: Manifest) -> list[tuple[str, ArchiveEntry]]:
     """(collection/part label, archive entry) for every archive a manifest lists."""
     out = []
-    for name, c in manifest.get("collections", {}).items():
-        for part in ("documents", "tombstones", "index"):
-            if c.get(part):
-                out.append((f"{name}/{part}", c[part]))
+    for name, c in manifest.collections.items():
+        for part in PARTS:
+            archive = c.archive(part)
+            if archive is not None:
+                out.append((f"{name}/{part}", archive))
     return out
 
 
@@ -111,7 +113,7 @@ def validate_backup(
     report.checks.append(FileCheck(file=ref.manifest_path.name, ok=True))
     base = ref.manifest_path.parent
     for label, entry in archives_of(manifest):
-        rel = entry["file"]
+        rel = entry.file
         path = (base / rel).resolve()
         if not path.is_relative_to(ref.payload_dir.resolve()):
             report.fail(f"{label}: file {rel!r} is outside the backup's directory", file=rel)
@@ -122,7 +124,7 @@ def validate_backup(
             report.fail(str(exc), file=rel)
             continue
         report.checks.append(FileCheck(file=rel, ok=True, documents=n))
-    files = manifest.get("filesystem", {}).get("files", {})
+    files = manifest.filesystem.get("files", {})
     if files and blobs is not None:
         for fpath, f in files.items():
             label = f"blob {f['blob']} ({fpath})"

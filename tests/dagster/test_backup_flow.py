@@ -124,18 +124,12 @@ def test_incremental_holds_exactly_changed_documents_and_deleted_ids(
     assert c.parent == full.backup_id
     assert c.change_detection == ("timestamp" if timestamp_field else "content-hash")
 
-    path = (
-        inc.ref.manifest_path.parent
-        / inc.manifest["collections"]["conversations"]["documents"]["file"]
-    )
+    path = inc.ref.manifest_path.parent / inc.manifest.collections["conversations"].documents.file
     from bmc_pipeline.engine.archive import ArchiveReader
 
     with path.open("rb") as fh:
         got = {bson.decode(d)["_id"] for d in ArchiveReader(fh, keyring).documents()}
-    tpath = (
-        inc.ref.manifest_path.parent
-        / inc.manifest["collections"]["conversations"]["tombstones"]["file"]
-    )
+    tpath = inc.ref.manifest_path.parent / inc.manifest.collections["conversations"].tombstones.file
     with tpath.open("rb") as fh:
         tombs = {bson.decode(d)["_id"] for d in ArchiveReader(fh, keyring).documents()}
     assert got == changed
@@ -191,7 +185,7 @@ def published(
     cfg = write_config(settings, tmp_path / "cfg.json")
     archive = (
         result.ref.manifest_path.parent
-        / result.manifest["collections"]["conversations"]["documents"]["file"]
+        / result.manifest.collections["conversations"].documents.file
     )
     os.environ["BMC_BACKUP_KEY"] = settings.backup_key or ""
     return cfg, result.backup_id, archive

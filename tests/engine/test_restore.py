@@ -312,9 +312,7 @@ def test_point_in_time_across_a_full_and_two_incrementals(seeded: Any, mongo_db:
     report = restore.restore(inc1.backup_id, "conversations", target_collection="pit1")
     assert report.verified and state(mongo_db, "pit1") == at_inc1
     assert report.chain[-1] == inc1.backup_id and len(report.chain) == 2
-    pit = datetime.fromisoformat(inc2.manifest["backup_metadata"]["timestamp"]) + timedelta(
-        seconds=1
-    )
+    pit = inc2.manifest.taken + timedelta(seconds=1)
     # the id may name any backup of the chain, here its full: the time picks the second incremental
     by_full = restore.restore(
         report.chain[0],

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from bmc_pipeline.engine.archive import ArchiveReader
 from bmc_pipeline.engine.backup import parse_index_entry
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import BackupNotFoundError
+from bmc_pipeline.engine.manifest import PARTS, CollectionEntry, Manifest
 from bmc_pipeline.engine.rawbson import id_element
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 from bmc_pipeline.engine.validate import verify_archive
@@ -29,11 +29,13 @@ class BackupPoint:
     """One collection's entry in one published backup."""
 
     ref: BackupRef
-    manifest: dict[str, Any]
-    entry: dict[str, Any]
+    manifest: Manifest
+    entry: CollectionEntry
 
     def path(self, part: str) -> Path:
-        return self.ref.manifest_path.parent / str(self.entry[part]["file"])
+        archive = self.entry.archive(part)
+        assert archive is not None, part
+        return self.ref.manifest_path.parent / archive.file
 
     def documents(self, part: str, keyring: KeyRing) -> Iterator[bytes]:
         """The raw BSON documents of one part (``documents``, ``tombstones``, ``index``)."""
@@ -47,22 +49,21 @@ def _point_at(
     backup_id: str,
     collection: str,
     point_in_time: datetime,
-) -> tuple[BackupRef, dict[str, Any]]:
+) -> tuple[BackupRef, Manifest]:
     """The newest backup of ``collection`` taken at or before ``point_in_time``."""
     candidates = []
     for ref in store.refs():
         if ref.backup_type == "rollback":
             continue
         m = store.load_manifest(ref, keyring)
-        taken = datetime.fromisoformat(m["backup_metadata"]["timestamp"])
-        if collection in m.get("collections", {}) and taken <= point_in_time:
-            candidates.append((taken, ref, m))
+        if collection in m.collections and m.taken <= point_in_time:
+            candidates.append((m.taken, ref, m))
     if backup_id != "latest":
         # The id names a chain; the point in time picks the point within it: the named
         # backup's ancestors and every backup descending from them, however deep.
         family = {p.ref.backup_id for p in resolve_chain(store, keyring, backup_id, collection)}
         for _, ref_, m in sorted(candidates, key=lambda c: c[0]):
-            if m["collections"][collection].get("parent") in family:
+            if m.collections[collection].parent in family:
                 family.add(ref_.backup_id)
         candidates = [c for c in candidates if c[1].backup_id in family]
     if not candidates:
@@ -93,7 +94,7 @@ def resolve_chain(
         manifest = store.load_manifest(ref, keyring)
     points: list[BackupPoint] = []
     while True:
-        colls = manifest.get("collections", {})
+        colls = manifest.collections
         if collection not in colls:
             raise BackupNotFoundError(
                 f"backup {ref.backup_id} holds no collection {collection!r}; "
@@ -101,7 +102,7 @@ def resolve_chain(
             )
         entry = colls[collection]
         points.append(BackupPoint(ref, manifest, entry))
-        parent = entry.get("parent")
+        parent = entry.parent
         if not parent:
             break
         try:
@@ -118,10 +119,11 @@ def resolve_chain(
 def verify_chain(points: list[BackupPoint], keyring: KeyRing) -> None:
     """Authenticate every archive the restore will read, before anything is written."""
     for p in points:
-        for part in ("documents", "tombstones", "index"):
-            if p.entry.get(part):
-                label = f"backup {p.ref.backup_id}: {p.entry[part]['file']}"
-                verify_archive(p.path(part), p.entry[part], keyring, label)
+        for part in PARTS:
+            archive = p.entry.archive(part)
+            if archive is not None:
+                label = f"backup {p.ref.backup_id}: {archive.file}"
+                verify_archive(p.path(part), archive, keyring, label)
 
 
 def point_documents(
@@ -131,7 +133,7 @@ def point_documents(
     desired = dict(parse_index_entry(r) for r in points[-1].documents("index", keyring))
     deleted: set[bytes] = set()
     for p in points[1:]:
-        if p.entry.get("tombstones"):
+        if p.entry.tombstones is not None:
             deleted.update(id_element(r) for r in p.documents("tombstones", keyring))
     deleted -= desired.keys()
 

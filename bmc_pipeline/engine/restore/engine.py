@@ -140,8 +140,7 @@ class RestoreEngine:
             verify_chain(points, self.keyring)
             docs, deleted = point_documents(points, self.keyring)
             report.phase("verify_backup", started)
-            st = points[-1].entry["state"]
-            expected = StateDigest.parse(int(st["documents"]), str(st["digest"]))
+            expected = points[-1].entry.state.digest_value()
             if not filters.drop_deleted or filters.selective:
                 deleted = set()
 

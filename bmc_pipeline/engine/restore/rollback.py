@@ -17,6 +17,14 @@ from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveStats, ArchiveWri
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.manifest import (
+    FORMAT,
+    ArchiveEntry,
+    BackupMetadata,
+    CollectionEntry,
+    Manifest,
+    StateEntry,
+)
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore.chain import BackupPoint, verify_chain
@@ -63,40 +71,34 @@ def publish_rollback(
                     w.write_batch(id_document(id_element(raw)))
             stats[part] = w.close()
 
-        def entry(part: str) -> dict[str, Any]:
-            s = stats[part]
-            return {
-                "file": pending.relpath(f"{target}{part}{ARCHIVE_SUFFIX}"),
-                "documents": s.documents, "raw_bytes": s.raw_bytes, "stored_bytes": s.stored_bytes,
-                "segments": s.segments, "sha256": s.sha256, "stored_sha256": s.stored_sha256,
-                "key_id": s.key_id,
-            }  # fmt: skip
+        def entry(part: str) -> ArchiveEntry:
+            return ArchiveEntry.of(pending.relpath(f"{target}{part}{ARCHIVE_SUFFIX}"), stats[part])
 
-        manifest = {
-            "backup_metadata": {
-                "timestamp": datetime.now(timezone.utc).isoformat(),
-                "backup_type": "rollback",
-                "version": MANIFEST_VERSION,
-                "database": settings.mongodb.database,
-                "backup_id": rid,
-                "format": 1,
-                "restore_of": report.backup_id,
-                "strategy": report.strategy,
+        manifest = Manifest(
+            backup_metadata=BackupMetadata(
+                timestamp=datetime.now(timezone.utc).isoformat(),
+                backup_type="rollback",
+                version=MANIFEST_VERSION,
+                database=settings.mongodb.database,
+                backup_id=rid,
+                format=FORMAT,
+                restore_of=report.backup_id,
+                strategy=report.strategy,
+            ),
+            collections={
+                target: CollectionEntry(
+                    mode="rollback",
+                    parent=None,
+                    documents=entry(""),
+                    tombstones=entry(".tombstones"),
+                    index=None,
+                    state=StateEntry(documents=before.count, digest=before.hexdigest),
+                    metadata={},
+                )
             },
-            "collections": {
-                target: {
-                    "mode": "rollback",
-                    "parent": None,
-                    "documents": entry(""),
-                    "tombstones": entry(".tombstones"),
-                    "index": None,
-                    "state": {"documents": before.count, "digest": before.hexdigest},
-                    "metadata": {},
-                }
-            },
-            "filesystem": {},
-            "checksums": {target: f"sha256:{stats[''].sha256}"},
-        }
+            filesystem={},
+            checksums={target: f"sha256:{stats[''].sha256}"},
+        )
         pending.publish(manifest, keyring)
     return rid
 
@@ -113,7 +115,7 @@ def rollback(
             f"{rollback_id} is a {ref.backup_type} backup, not a rollback point; use restore"
         )
     manifest = store.load_manifest(ref, keyring)
-    ((target, entry),) = manifest["collections"].items()
+    ((target, entry),) = manifest.collections.items()
     point = BackupPoint(ref, manifest, entry)
     verify_chain([point], keyring)
     coll = db[target]
@@ -123,8 +125,8 @@ def rollback(
         point.documents("documents", keyring), batch, lambda docs: replace(coll, docs)
     )
     _, digest = read_target(coll, settings.mongodb.batch_size)
-    st = entry["state"]
-    verified = digest.hexdigest == st["digest"] and digest.count == st["documents"]
+    st = entry.state
+    verified = digest.hexdigest == st.digest and digest.count == st.documents
     return {
         "rollback_id": rollback_id,
         "collection": target,
@@ -132,9 +134,9 @@ def rollback(
         "restored": restored,
         "verified": verified,
         "verification": (
-            f"state digest equals the one recorded before the restore ({st['documents']} documents)"
+            f"state digest equals the one recorded before the restore ({st.documents} documents)"
             if verified
-            else f"state differs from before the restore: {digest.count} documents now, {st['documents']} then"
+            else f"state differs from before the restore: {digest.count} documents now, {st.documents} then"
         ),
         "duration_s": round(time.monotonic() - started, 3),
     }

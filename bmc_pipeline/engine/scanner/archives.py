@@ -32,10 +32,10 @@ def archive_conversations(
     store = BackupStore(manifest.parent.parent)
     ref = store.ref(bid)
     m = store.load_manifest(ref, keyring)
-    entry = m.get("collections", {}).get(collection)
-    if not entry or not entry.get("documents"):
+    entry = m.collections.get(collection)
+    if entry is None:
         return
-    with (manifest.parent / str(entry["documents"]["file"])).open("rb") as fh:
+    with (manifest.parent / entry.documents.file).open("rb") as fh:
         for raw in ArchiveReader(fh, keyring, name=f"backup {bid}").documents():
             doc = bson.decode(raw, codec_options=_BSON_DATES)
             if is_conversation(doc):
