@@ -24,8 +24,10 @@ from bmc_pipeline.devdb import (
     free_port,
     installed_version,
 )
+from bmc_pipeline.engine.backup import BackupEngine, BackupResult
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
 from tests.support import ROOT, make_settings, unreachable, write_config
 
@@ -103,6 +105,42 @@ def mongo_db(mongo_uri: str, db_name: str) -> Iterator[Any]:
 @pytest.fixture
 def settings(tmp_path: Path, mongo_uri: str, db_name: str, key: Key) -> Settings:
     return make_settings(tmp_path, mongo_uri, db_name, key)
+
+
+# -- the in-process setup most tests start from: settings, a seeded database, a full backup --------
+@pytest.fixture
+def mock_settings(tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on a mongomock database of this test's own, every path in its temporary directory.
+
+    The key is also put in the environment, where Dagster's resources read it (its UI shows the
+    variable's name, never the value).
+    """
+    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
+    return s
+
+
+@pytest.fixture
+def mock_db(mock_settings: Settings) -> Any:
+    return connect(mock_settings.mongodb.uri)[mock_settings.mongodb.database]
+
+
+@pytest.fixture
+def seeded(mock_settings: Settings, mock_db: Any) -> dict[str, int]:
+    """The sample data set (20 conversations and the other collections) and the chatbot's files."""
+    counts = seed_database(mock_db, 20, seed=1)
+    write_files(mock_settings.files_root, seed=1)
+    return counts
+
+
+@pytest.fixture
+def full_backup(
+    mock_settings: Settings, mock_db: Any, seeded: dict[str, int], keyring: KeyRing
+) -> BackupResult:
+    """One full backup of the seeded database and files, published in the test's store."""
+    return BackupEngine(mock_settings, mock_db, BackupStore(mock_settings.backup_dir), keyring).run(
+        "full"
+    )
 
 
 def which_go() -> str | None:

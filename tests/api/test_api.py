@@ -1,8 +1,6 @@
 """The recovery HTTP API, served by uvicorn over HTTPS on a loopback port.
 
-The end-to-end test runs ``bmc-backup api serve`` as a separate process against FerretDB and
-walks through what an engineer does after an incident: back up, list, validate, lose a
-collection, restore it, check it, roll back, delete with confirmation. The security tests check
+The walk through an incident end to end is in test_incident.py. The security tests here check
 401/403/429/413, path traversal and operator injection, each refused and recorded in the audit log.
 """
 
@@ -15,19 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 
 from bmc_pipeline.api.tokens import TokenStore
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX
 from bmc_pipeline.engine.audit import AuditLog
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database, write_files
-from bmc_pipeline.engine.scanner import REPORT_FORMAT
-from tests.support import make_settings, write_config
-from tests.support.apiserver import Tls, clean_env, client, make_tls, process_server, thread_server
+from tests.support import make_settings
+from tests.support.apiserver import Tls, client, make_tls, thread_server
 
 
 @pytest.fixture(scope="module")
@@ -54,162 +49,7 @@ def _with_limits(settings: Settings, get: str, post: str) -> Settings:
     return settings.model_copy(update={"api": api})
 
 
-# -- end to end against FerretDB, the server in its own process ------------------------------------
-def test_every_endpoint_end_to_end_over_https(
-    tmp_path: Path, mongo_uri: str, db_name: str, key: Key, tls: Tls
-) -> None:
-    settings = _with_limits(
-        make_settings(tmp_path, mongo_uri, db_name, key), "1000/minute", "1000/minute"
-    )
-    db = connect(mongo_uri)[db_name]
-    counts = seed_database(db, conversations=40, seed=3)
-    tokens = _tokens(settings)
-    config = write_config(settings, tmp_path / "config.json")
-    env = clean_env(BMC_BACKUP_KEY=base64.b64encode(key.material).decode())
-    try:
-        with process_server(config, tls, env) as url, client(url, tls, tokens["admin"]) as c:
-            # the schema is served; everything under /api/recovery needs a token
-            assert c.get("/api/openapi.json").json()["info"]["title"].startswith("bmc-backup")
-            # a backup through the API is a Dagster run
-            r = c.post("/api/recovery/backup", params={"type": "full"})
-            assert r.status_code == 200, r.text
-            first = r.json()
-            assert first["type"] == "full" and first["size_bytes"] > 0
-            assert first["collections"]["conversations"]["documents"] == counts["conversations"]
-            assert first["path"].endswith(".json") and not first["path"].startswith("/")
-            assert r.headers["strict-transport-security"].startswith("max-age=31536000")
-
-            r = c.get("/api/recovery/backup", params={"type": "incremental"})
-            assert r.status_code == 200, r.text
-            incremental = r.json()["backup_id"]
-
-            listing = c.get("/api/recovery/backups", params={"limit": 1}).json()
-            assert listing["total"] == 2 and listing["count"] == 1
-            assert listing["backups"][0]["backup_id"] == incremental
-            assert listing["next_offset"] == 1
-            full_only = c.get("/api/recovery/backups", params={"type": "full"}).json()
-            assert [b["backup_id"] for b in full_only["backups"]] == [first["backup_id"]]
-
-            v = c.get(f"/api/recovery/validate/{first['backup_id']}").json()
-            assert v["ok"] and v["manifest_ok"]
-            assert f"conversations{ARCHIVE_SUFFIX}" in {
-                f["file"].split("/")[-1] for f in v["files"]
-            }
-
-            # the incident: a dropped collection; a dry run first, then the restore
-            db.drop_collection("conversations")
-            body = {"backup_file": incremental, "target_collection": "conversations"}
-            dry = c.post("/api/recovery/restore", json=body).json()
-            assert dry["report"]["dry_run"] is True and dry["report"]["restored"] == 40
-            assert db["conversations"].count_documents({}) == 0
-            done = c.post("/api/recovery/restore", json={**body, "dry_run": False})
-            assert done.status_code == 200, done.text
-            result = done.json()
-            assert result["validation"]["verified"] is True
-            assert result["report"]["inserted"] == counts["conversations"]
-            assert db["conversations"].count_documents({}) == counts["conversations"]
-
-            # a filtered restore with a query into another collection
-            some = c.post(
-                "/api/recovery/restore",
-                json={
-                    "backup_file": "latest",
-                    "collection": "quotes",
-                    "target_collection": "quotes_review",
-                    "dry_run": False,
-                    "filters": {"query": {"status": {"$in": ["accepted"]}}},
-                },
-            )
-            assert some.status_code == 200, some.text
-            accepted = db["quotes"].count_documents({"status": "accepted"})
-            assert 0 < accepted < counts["quotes"]
-            assert some.json()["report"]["restored"] == accepted
-            assert db["quotes_review"].count_documents({}) == accepted
-
-            # undo the main restore
-            rb = c.post(
-                "/api/recovery/rollback", json={"rollback_id": result["report"]["rollback_id"]}
-            )
-            assert rb.status_code == 200, rb.text
-            assert rb.json()["result"]["verified"] is True
-            assert db["conversations"].count_documents({}) == 0
-
-            status = c.get("/api/recovery/status")
-            assert status.status_code == 200, status.text
-            health = status.json()
-            assert health["backups"] == 2 and health["backup_runs_7d"] == 2
-            assert health["restores_30d"] == 2  # the two restores above left rollback points
-
-            scan = c.get("/api/recovery/scan", params={"source": "mongodb"})
-            assert scan.status_code == 200, scan.text
-            assert scan.json()["report"]["format"] == REPORT_FORMAT
-
-            # deletion: confirmation required, guards apply, then it goes
-            target = first["backup_id"]
-            r = c.delete(f"/api/recovery/backups/{target}")
-            assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "confirm"]
-            r = c.delete(f"/api/recovery/backups/{target}", params={"confirm": incremental})
-            assert r.status_code == 400 and f"?confirm={target}" in r.json()["detail"]
-            r = c.delete(f"/api/recovery/backups/{target}", params={"confirm": target})
-            assert r.status_code == 409, r.text
-            assert "newest full backup" in r.json()["detail"]
-            assert r.headers["content-type"] == "application/problem+json"
-            second = c.post("/api/recovery/backup", params={"type": "full"}).json()["backup_id"]
-            r = c.delete(f"/api/recovery/backups/{target}", params={"confirm": target})
-            assert r.status_code == 409 and f"needed by {incremental}" in r.json()["detail"]
-            r = c.delete(f"/api/recovery/backups/{incremental}", params={"confirm": incremental})
-            assert r.status_code == 200 and r.json() == {"backup_id": incremental, "deleted": True}
-            r = c.delete(f"/api/recovery/backups/{target}", params={"confirm": target})
-            assert r.status_code == 200, r.text
-            r = c.get(f"/api/recovery/validate/{target}")
-            assert r.status_code == 404
-            assert "/" not in r.json()["detail"].split("not found in")[-1].split(";")[0].strip()
-            remaining = [b["backup_id"] for b in c.get("/api/recovery/backups").json()["backups"]]
-            assert second in remaining and target not in remaining
-
-            # auth: none, a wrong one, a viewer
-            with client(url, tls) as anon:
-                r = anon.get("/api/recovery/backups")
-                assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-            with client(url, tls, "bmc_not-a-real-token") as wrong:
-                assert wrong.get("/api/recovery/backups").status_code == 401
-            with client(url, tls, tokens["viewer"]) as viewer:
-                r = viewer.get("/api/recovery/backups")
-                assert r.status_code == 403 and "admin-only" in r.json()["detail"]
-    finally:
-        connect(mongo_uri).drop_database(db_name)
-
-    # the runs are in Dagster's history, launched by the API's token
-    import os
-
-    os.environ["DAGSTER_HOME"] = settings.dagster_home
-    with dg.DagsterInstance.get() as instance:
-        runs = instance.get_run_records()
-    launched = {(r.dagster_run.job_name, r.dagster_run.tags.get("bmc/launched_by")) for r in runs}
-    assert ("full_backup_job", "api:token:alice") in launched
-    assert ("restore_job", "api:token:alice") in launched
-    assert ("rollback_job", "api:token:alice") in launched
-
-    # and every request and run is in the audit log, whose chain verifies
-    lines = _audit_lines(settings)
-    api = [e for e in lines if e["via"] == "api"]
-    assert {"POST /api/recovery/backup", "POST /api/recovery/restore"} <= {e["action"] for e in api}
-    assert any(e["actor"] == "anonymous" and e["extra"]["status"] == 401 for e in api)
-    assert any(e["actor"] == "token:carol" and e["extra"]["status"] == 403 for e in api)
-    runs_logged = [e for e in lines if e["via"] == "dagster"]
-    assert {"full backup", "incremental backup", "restore", "rollback"} <= {
-        e["action"] for e in runs_logged
-    }
-    assert all(e["actor"] == "api:token:alice" for e in runs_logged)
-    assert AuditLog(settings.path(settings.audit.path), KeyRing([key])).verify().ok
-
-
 # -- security, with the server in this process on mongomock (nothing here needs a real database) --
-@pytest.fixture
-def mock_settings(tmp_path: Path, key: Key) -> Settings:
-    return make_settings(tmp_path, "mongomock://api-security", "bmc", key)
-
-
 def test_rate_limits_per_address_and_per_token_with_retry_after(
     mock_settings: Settings, tls: Tls
 ) -> None:

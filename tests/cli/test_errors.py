@@ -18,22 +18,14 @@ from bmc_pipeline.api.tokens import TokenStore
 from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine import errors as E
-from bmc_pipeline.engine.crypto import Key
-from bmc_pipeline.engine.mongo import connect
-from bmc_pipeline.engine.sample_data import seed_database
-from tests.support import make_settings, write_config
+from tests.support import write_config
 
 
 @pytest.fixture
-def broken_remote(tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """mongomock settings whose remote copy cannot be written (a directory under /dev/null)."""
-    s = make_settings(tmp_path, "mongomock://errors", "bmc", key)
-    storage = s.storage.model_copy(update={"remote_url": "file:///dev/null/offsite"})
-    s = s.model_copy(update={"storage": storage})
-    seed_database(connect(s.mongodb.uri)[s.mongodb.database], 5, seed=3)
-    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    return s
+def broken_remote(mock_settings: Settings, seeded: dict[str, int]) -> Settings:
+    """Seeded settings whose remote copy cannot be written (a directory under /dev/null)."""
+    storage = mock_settings.storage.model_copy(update={"remote_url": "file:///dev/null/offsite"})
+    return mock_settings.model_copy(update={"storage": storage})
 
 
 def test_every_engine_error_declares_an_exit_code_and_an_http_status() -> None:

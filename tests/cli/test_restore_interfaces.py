@@ -20,7 +20,7 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
-from tests.support import make_settings, write_config
+from tests.support import write_config
 
 
 def use_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s: Settings) -> Path:
@@ -34,9 +34,9 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s: Settings) -
 
 @pytest.fixture
 def mock_setup(
-    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch
+    mock_settings: Settings, tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Any, str]:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    s = mock_settings
     use_settings(monkeypatch, tmp_path, s)
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 30, seed=21)

@@ -28,14 +28,6 @@ EXPECTED_ASSET_KEYS = sorted(
 )
 
 
-@pytest.fixture
-def mock_settings(tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
-    # Dagster reads the key through EnvVar (its UI shows the name, never the value)
-    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
-    return s
-
-
 def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Settings) -> None:
     defs = build_definitions(mock_settings)
     dg.Definitions.validate_loadable(defs)

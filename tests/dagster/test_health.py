@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from bmc_pipeline.cli import main
+from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert, LogFileChannel
 from bmc_pipeline.engine.crypto import Key
 from bmc_pipeline.engine.deployment import Deployment
@@ -17,13 +18,17 @@ from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.restore import RestoreEngine
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.launch import run_backup
-from tests.support import make_settings, unreachable, write_config
+from tests.support import unreachable, write_config
 
 
 def test_status_reports_success_rate_restores_and_open_alerts(
-    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    mock_settings: Settings,
+    tmp_path: Path,
+    key: Key,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    s = mock_settings
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 10, seed=4)

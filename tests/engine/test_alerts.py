@@ -146,8 +146,8 @@ T = datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def watched(tmp_path: Path, key: Key) -> tuple[Settings, BackupEngine]:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+def watched(mock_settings: Settings, tmp_path: Path, key: Key) -> tuple[Settings, BackupEngine]:
+    s = mock_settings
     s = s.model_copy(update={"alerts": s.alerts.model_copy(update={"min_free_percent": 0.0})})
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 5, seed=3)

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bmc_pipeline.engine.backup import BackupEngine
-from bmc_pipeline.engine.crypto import Key, KeyRing
+from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.backup import BackupEngine, BackupResult
+from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import IntegrityError
 from bmc_pipeline.engine.manifest import Manifest
-from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.restore import RestoreEngine
-from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
-from tests.support import make_settings
 
 
 def test_a_manifest_read_back_is_the_document_that_was_written(
-    tmp_path: Path, key: Key, keyring: KeyRing
+    mock_settings: Settings, mock_db: Any, full_backup: BackupResult, keyring: KeyRing
 ) -> None:
-    s = make_settings(tmp_path, "mongomock://manifest", "bmc", key)
-    db = connect(s.mongodb.uri)[s.mongodb.database]
-    seed_database(db, 30, seed=4)
-    write_files(s.files_root, seed=4)
+    s, db, full = mock_settings, mock_db, full_backup
     store = BackupStore(s.backup_dir)
-    engine = BackupEngine(s, db, store, keyring)
-    full = engine.run("full")
     db["conversations"].delete_one({})
-    inc = engine.run("incremental")
+    inc = BackupEngine(s, db, store, keyring).run("incremental")
     db.drop_collection("sessions")
     rollback_id = (
         RestoreEngine(s, db, store, keyring).restore(inc.backup_id, "sessions").rollback_id

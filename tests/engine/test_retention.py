@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from bmc_pipeline.cli import main
+from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.retention import Point, RetentionPolicy, plan_retention, rotate
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
-from tests.support import make_settings, write_config
+from tests.support import write_config
 
 POLICY = RetentionPolicy(daily=3, weekly=2, monthly=2)
 
@@ -120,9 +121,13 @@ def test_two_years_with_gaps_keep_exactly_the_selected_days_whole() -> None:
 
 
 def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_blobs(
-    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    mock_settings: Settings,
+    tmp_path: Path,
+    key: Key,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    s = mock_settings
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 5, seed=1)
     files = write_files(s.files_root)
@@ -155,9 +160,13 @@ def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_b
 
 
 def test_delete_command_needs_the_id_twice_and_respects_the_guards(
-    tmp_path: Path, key: Key, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    mock_settings: Settings,
+    tmp_path: Path,
+    key: Key,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    s = mock_settings
     db = connect(s.mongodb.uri)[s.mongodb.database]
     seed_database(db, 5, seed=2)
     engine = BackupEngine(s, db, BackupStore(s.backup_dir), KeyRing([key]))

@@ -13,7 +13,6 @@ import pytest
 import zstandard
 from bson import ObjectId, json_util
 
-from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import (
     content_hash,
@@ -26,7 +25,6 @@ from bmc_pipeline.engine.scanner import (
     write_reports,
 )
 from bmc_pipeline.engine.scanner import workers as scan_workers
-from tests.support import write_config
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -53,9 +51,8 @@ def ej(value: Any) -> str:
     return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "chatbot"
+def build_tree(root: Path) -> Path:
+    """Every shape found in practice: arrays, nesting, NDJSON, compressed, cut short, binary..."""
     for d in ("backups", "exportaciones", "exports", "data", ".whatsapp_temp"):
         (root / d).mkdir(parents=True)
     A, B, C, D, E = (conv(x) for x in "ABCDE")
@@ -86,107 +83,19 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def test_scan_counts_every_shape_exactly_and_recover_restores_what_is_missing(
-    tree: Path, settings: Settings, mongo_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
-    mongo_db["conversations"].insert_many([conv("A"), conv("B"), conv("E")])
-    report = scan(
-        root=tree,
-        directories=settings.scanner.directories,
-        patterns=settings.scanner.patterns,
-        db=mongo_db,
-        collections={"conversations": "updated_at"},
-        sensitive={"phone", "name"},
-        workers=2,
-    )
-    s = report.summary
-    assert s["files_scanned"] == 13
-    assert s["conversations_found"] == 15
-    assert s["unique_conversations"] == 13
-    assert s["duplicates"] == 2  # C twice with one content, A twice with two
-    assert s["conflicts"] == 1
-    assert s["recoverable"] == 10
-    assert s["files_with_errors"] == 6 and s["salvaged_files"] == 2
-
-    by_name = {Path(f.path).name: f for f in report.files}
-    assert "unrelated.json" not in by_name
-    counts = {n: f.conversations for n, f in by_name.items()}
-    assert counts == {
-        "backup_conversations_a.json": 3, "export_nested.json": 2, "conversation_single.json": 1,
-        "conversations_log.ndjson": 2, "backup_wa.json.gz": 2, "backup_envelope.json": 2,
-        "backup_truncated.json": 2, "export_zst.json.zst": 1, "kb_populated_x.json": 0,
-        "backup_empty.json": 0, "backup_binary.json": 0, "backup_badutf8.json": 0, "backup_deep.json": 0,
-    }  # fmt: skip
-    errors = {n: f.error or "" for n, f in by_name.items() if f.error}
-    assert set(errors) == {"conversations_log.ndjson", "backup_truncated.json", "backup_empty.json",
-                           "backup_binary.json", "backup_badutf8.json", "backup_deep.json"}  # fmt: skip
-    assert (
-        "cut short" in errors["backup_truncated.json"]
-        or "invalid JSON" in errors["backup_truncated.json"]
-    )
-    assert by_name["backup_truncated.json"].error_offset is not None
-    assert "binary" in errors["backup_binary.json"] and "UTF-8" in errors["backup_badutf8.json"]
-    assert "empty" in errors["backup_empty.json"] and "deep" in errors["backup_deep.json"]
-    conflict = report.conflicts[0]
-    assert conflict["newest"].split("#")[0].endswith("backup_envelope.json")
-    # personal data is masked in MongoDB samples
-    sample = report.mongodb["conversations"]["samples"][0]
-    assert sample["user"]["phone"].endswith("67") and "234" not in sample["user"]["phone"]
-
-    json_path, md_path = write_reports(report, tmp_path / "reports")
-    assert (
-        "## Recommendations" in md_path.read_text() and "recover --from-scan" in md_path.read_text()
-    )
-
-    cfg = write_config(settings, tmp_path / "cfg.json")
-    monkeypatch.setenv("BMC_BACKUP_KEY", settings.backup_key or "")
-    assert (
-        main(
-            ["--config", str(cfg), "recover", "--from-scan", str(json_path), "--dry-run", "--json"]
-        )
-        == 0
-    )
-    dry = json.loads(capsys.readouterr().out)
-    assert dry["inserted"] == 10 and dry["rollback_id"] is None
-    assert mongo_db["conversations"].count_documents({}) == 3
-    assert main(["--config", str(cfg), "recover", "--from-scan", str(json_path), "--json"]) == 0
-    done = json.loads(capsys.readouterr().out)
-    assert done["inserted"] == 10 and done["verified"]
-    assert mongo_db["conversations"].count_documents({}) == 13
-    assert mongo_db["conversations"].count_documents({"session_id": "sess-F"}) == 1
-    # a second recover finds nothing new to write
-    assert main(["--config", str(cfg), "recover", "--from-scan", str(json_path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["inserted"] == 0
-    assert main(["--config", str(cfg), "rollback", done["rollback_id"], "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["verified"]
-    assert mongo_db["conversations"].count_documents({}) == 3
-    assert done["not_found"] == []
-    # a file gone since the scan: recover writes the rest and says which it could not find
-    rec = json.loads(json_path.read_text())["recoverable"]
-    gone = Path(rec[0]["path"])
-    lost = sorted(f"{gone}#{r['index']}" for r in rec if r["path"] == str(gone))
-    gone.unlink()
-    args = ["--config", str(cfg), "recover", "--from-scan", str(json_path), "--dry-run"]
-    assert main([*args, "--json"]) == 0
-    partial = json.loads(capsys.readouterr().out)
-    assert partial["inserted"] == 10 - len(lost)
-    assert [m.split(": ")[0] for m in partial["not_found"]] == lost
-    assert all(": cannot be read now: " in m for m in partial["not_found"])
-    assert main(args) == 0
-    err = capsys.readouterr().err
-    assert f"warning: {len(lost)} conversation(s) of the report were not recovered" in err
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return build_tree(tmp_path / "chatbot")
 
 
 def test_scan_job_writes_both_reports_and_attaches_the_summary(
-    tree: Path, tmp_path: Path, key: Any, monkeypatch: pytest.MonkeyPatch
+    mock_settings: Settings, tree: Path, tmp_path: Path, key: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
 
     from bmc_pipeline.definitions import build_definitions
-    from tests.support import make_settings
 
-    s = make_settings(tmp_path, f"mongomock://{tmp_path.name}", "bmc-cotizaciones", key)
+    s = mock_settings
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
     out = tmp_path / "scan-out"
     cfg = {"ops": {"scan_op": {"config": {"root": str(tree), "output_dir": str(out)}}}}
