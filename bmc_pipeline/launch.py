@@ -7,6 +7,7 @@ ones, with the same metadata and checks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -96,6 +97,14 @@ def _execute(
     return result
 
 
+@dataclass(frozen=True)
+class OpRun:
+    """A finished one-op run: what the op returned (its report) and the run's id."""
+
+    output: dict[str, Any]
+    run_id: str
+
+
 def run_op_job(
     settings: Settings,
     job_name: str,
@@ -103,8 +112,8 @@ def run_op_job(
     op_config: dict[str, Any],
     *,
     launched_by: str,
-) -> dict[str, Any]:
-    """Run a one-op job (restore, rollback, scan) in this process; returns the op's output."""
+) -> OpRun:
+    """Run a one-op job (restore, rollback, scan) in this process; a failed run raises."""
     result = _execute(
         settings,
         job_name,
@@ -114,7 +123,7 @@ def run_op_job(
     )
     output = result.output_for_node(op_name)
     assert isinstance(output, dict)
-    return {**output, "run_id": result.run_id}
+    return OpRun(output, result.run_id)
 
 
 def run_backup(

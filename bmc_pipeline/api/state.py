@@ -49,8 +49,8 @@ class AppState:
     ) -> tuple[dict[str, Any], str]:
         """A restore or rollback as a Dagster run, one at a time: its output and run id."""
         with self.restore_busy.hold():
-            output = run_op_job(self.settings, job, op, config, launched_by=f"api:{actor(request)}")
-        return output, str(output.pop("run_id"))
+            run = run_op_job(self.settings, job, op, config, launched_by=f"api:{actor(request)}")
+        return run.output, run.run_id
 
 
 def app_state(request: Request) -> AppState:
