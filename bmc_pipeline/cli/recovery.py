@@ -46,8 +46,13 @@ def print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
         f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
         f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "
         f"invalid {report['invalid']}, deleted {report['deleted']}, "
-        f"filtered out {report['filtered_out']}"
+        f"filtered out {report['filtered_out']}; {report['read']} read"
     )
+    if report["generated_ids"] or report["duplicates"]:
+        print(
+            f"  {report['generated_ids']} document(s) without _id given one derived from their "
+            f"content; {report['duplicates']} repeated id(s) skipped"
+        )
     for action, ids in report["samples"].items():
         print(f"  e.g. {action}: {', '.join(ids)}")
     for e in report["errors"][:10]:
@@ -81,6 +86,12 @@ def restore_exit(report: dict[str, Any]) -> int:
 @click.option("--point-in-time", help="restore the state at this time (latest point before it)")
 @click.option("--drop", is_flag=True, help="also delete documents the chain deleted")
 @click.option("--fail-fast", is_flag=True, help="stop at the first invalid document")
+@click.option(
+    "--require-ids",
+    is_flag=True,
+    help="a JSON file's documents without _id are refused (and counted) instead of given an id "
+    "derived from their content",
+)
 @json_option
 def restore(
     settings: Settings,
@@ -96,6 +107,7 @@ def restore(
     point_in_time: str | None,
     drop: bool,
     fail_fast: bool,
+    require_ids: bool,
     json: bool,
 ) -> int:
     filters = RestoreFilters.from_dict(
@@ -109,7 +121,7 @@ def restore(
         }
     )
     engine = restore_engine(settings, quiet=json)
-    source_id, legacy = resolve_source(engine.store, backup_id, collection)
+    source_id, legacy = resolve_source(engine.store, backup_id, collection, require_ids=require_ids)
     report = engine.restore(
         source_id,
         collection,

@@ -9,8 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import bson
+import bson.errors
 
 from bmc_pipeline.engine.errors import IntegrityError
+
+# What bson.encode raises for a value BSON cannot hold (a lone surrogate, an integer over 64 bits).
+BSON_REFUSES = (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError)
 
 # Fixed value sizes by BSON type byte; types with variable sizes are handled below.
 _FIXED = {

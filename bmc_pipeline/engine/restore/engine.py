@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore.chain import point_documents, resolve_chain, verify_chain
 from bmc_pipeline.engine.restore.filters import RestoreFilters
+from bmc_pipeline.engine.restore.legacy import LegacyFile
 from bmc_pipeline.engine.restore.plan import PlanFiles, Quarantine, RestorePlanner
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.rollback import publish_rollback
@@ -57,8 +58,8 @@ class RestoreOptions:
     filters: RestoreFilters = field(default_factory=RestoreFilters)
     dry_run: bool = False
     fail_fast: bool = False
-    # documents of a legacy JSON file (or a scan report) instead of a backup chain
-    legacy_documents: Iterator[bytes] | None = None
+    # documents of a legacy JSON file (LegacyFile) or a scan report instead of a backup chain
+    legacy_documents: Iterable[bytes] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -101,7 +102,7 @@ class RestoreEngine:
         filters: RestoreFilters | None = None,
         dry_run: bool = False,
         fail_fast: bool = False,
-        legacy_documents: Iterator[bytes] | None = None,
+        legacy_documents: Iterable[bytes] | None = None,
     ) -> RestoreReport:
         """Keyword form of :meth:`run` (the signature callers have always used)."""
         return self.run(
@@ -125,8 +126,9 @@ class RestoreEngine:
             opts.backup_id, opts.collection, target, opts.strategy.value, opts.dry_run
         )
         expected: StateDigest | None = None
-        if opts.legacy_documents is not None:
-            docs, deleted = opts.legacy_documents, set[bytes]()
+        legacy = opts.legacy_documents
+        if legacy is not None:
+            docs, deleted = iter(legacy), set[bytes]()
         else:
             points = resolve_chain(
                 self.store, self.keyring, opts.backup_id, opts.collection, filters.point_in_time
@@ -160,9 +162,22 @@ class RestoreEngine:
                 log=self.log,
             )
             try:
-                planner.run(docs, before, filters, quarantine, opts.fail_fast)
+                planner.run(
+                    docs, before, filters, quarantine, opts.fail_fast, dedupe=legacy is not None
+                )
             finally:
                 quarantine.close()
+            if isinstance(legacy, LegacyFile):
+                report.read += len(legacy.refused)
+                report.invalid += len(legacy.refused)
+                report.generated_ids = legacy.generated_ids
+                report.errors.extend(legacy.refused[: max(0, 100 - len(report.errors))])
+            if report.unaccounted():
+                raise BmcError(
+                    f"restore of {opts.collection}: {report.read} documents read but "
+                    f"{report.read - report.unaccounted()} accounted for; nothing was written "
+                    "(this is a bug: please report it with the --dry-run --json output)"
+                )
             for elem in deleted:
                 if elem in before:
                     report.deleted += 1
@@ -187,7 +202,7 @@ class RestoreEngine:
             t = report.phase("rollback_point", t)
             self._write(coll, plan, report)
             t = report.phase("write", t)
-            complete = not before_count and not filters.selective and opts.legacy_documents is None
+            complete = not before_count and not filters.selective and legacy is None
             verify_restore(
                 coll,
                 plan,

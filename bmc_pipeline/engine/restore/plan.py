@@ -137,18 +137,30 @@ class RestorePlanner:
         filters: RestoreFilters,
         quarantine: Quarantine,
         fail_fast: bool,
+        *,
+        dedupe: bool = False,
     ) -> None:
         report, plan = self.report, self.plan
         conflicts: list[tuple[bytes, bytes]] = []
+        # a backup chain holds each id once; a file found on disk may hold one twice
+        seen_ids: set[bytes] | None = set() if dedupe else None
         next_report = time.monotonic() + 2.0
-        for seen, raw in enumerate(docs, 1):
+        for raw in docs:
+            report.read += 1
             if time.monotonic() >= next_report:
-                self.log(f"planning: {seen} documents read from the backup")
+                self.log(f"planning: {report.read} documents read from the backup")
                 next_report = time.monotonic() + 2.0
             if not filters.accepts(raw, self.cfg.timestamp_field):
                 report.filtered_out += 1
                 continue
             elem = id_element(raw)
+            if seen_ids is not None:
+                if elem in seen_ids:
+                    report.skipped += 1
+                    report.duplicates += 1
+                    report.sample("duplicate", elem)
+                    continue
+                seen_ids.add(elem)
             reason = invalid_reason(raw, self.cfg.required_fields)
             if reason:
                 report.invalid += 1

@@ -27,6 +27,9 @@ class RestoreReport:
     invalid: int = 0
     deleted: int = 0
     filtered_out: int = 0
+    read: int = 0  # documents of the source: each ends up counted exactly once above
+    generated_ids: int = 0  # legacy files: documents given an id derived from their content
+    duplicates: int = 0  # legacy files and scans: a second copy of an id (counted as skipped)
     errors: list[str] = field(default_factory=list)
     rollback_id: str | None = None
     verified: bool = False
@@ -39,6 +42,10 @@ class RestoreReport:
     @property
     def restored(self) -> int:
         return self.inserted + self.overwritten + self.merged
+
+    def unaccounted(self) -> int:
+        """Documents read but counted nowhere: 0, or the restore has a bug (checked before writing)."""
+        return self.read - (self.restored + self.skipped + self.invalid + self.filtered_out)
 
     def sample(self, action: str, elem: bytes) -> None:
         ids = self.samples.setdefault(action, [])

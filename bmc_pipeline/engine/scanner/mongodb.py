@@ -14,6 +14,7 @@ import bson
 import bson.errors
 from bson import json_util
 
+from bmc_pipeline.engine.rawbson import BSON_REFUSES
 from bmc_pipeline.engine.scanner.form import conversation_key
 
 _EMAIL = re.compile(r"([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
@@ -87,7 +88,6 @@ def scan_mongodb(
 
 
 # what bson.encode raises for a value BSON cannot hold (a lone surrogate, an integer beyond 64 bits)
-BSON_REFUSES = (UnicodeEncodeError, bson.errors.InvalidDocument, OverflowError)
 
 
 def _storable(value: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,10 @@ import zstandard
 
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, UnstorableError
+from bmc_pipeline.engine.identity import derived_id
+from bmc_pipeline.engine.rawbson import BSON_REFUSES
 from bmc_pipeline.engine.scanner.archives import conversations_of
 from bmc_pipeline.engine.scanner.form import content_hash, to_document
-from bmc_pipeline.engine.scanner.mongodb import BSON_REFUSES
 from bmc_pipeline.engine.scanner.report import REPORT_FORMAT
 
 
@@ -65,8 +65,7 @@ def recoverable_documents(
 def _storable_bson(conv: dict[str, Any], path: str, i: int, report_path: Path) -> bytes:
     try:
         if "_id" not in conv:
-            session = ("session_id:" + conv["session_id"]).encode()
-            conv = {"_id": bson.ObjectId(hashlib.sha256(session).digest()[:12]), **conv}
+            conv = {"_id": derived_id(conv), **conv}
         return bson.encode(conv)
     except BSON_REFUSES as exc:
         raise UnstorableError(
