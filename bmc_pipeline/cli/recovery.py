@@ -18,10 +18,17 @@ from bmc_pipeline.cli.options import (
 )
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK
-from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, resolve_source
+from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK, BmcError
+from bmc_pipeline.engine.restore import (
+    FilesRequest,
+    RestoreEngine,
+    RestoreFilters,
+    RestoreOptions,
+    collections_at,
+    resolve_source,
+)
 from bmc_pipeline.engine.scanner import recoverable_documents, scan_settings, write_reports
-from bmc_pipeline.engine.vocabulary import Source, choices
+from bmc_pipeline.engine.vocabulary import Source, Strategy, choices
 from bmc_pipeline.progress import ProgressBar
 
 commands = Commands()
@@ -69,10 +76,24 @@ def restore_exit(report: dict[str, Any]) -> int:
     return EXIT_OK if report["dry_run"] or report["verified"] else EXIT_NOT_VERIFIED
 
 
-@commands("restore", help="restore a collection from a backup (or a JSON file)")
+@commands(
+    "restore",
+    help="restore collections (all of them without --collection) and, with --files, the "
+    "chatbot's files, from a backup (or one collection from a JSON file)",
+)
 @click.argument("backup_id")
-@click.option("--collection", required=True, help="the collection in the backup")
-@click.option("--target-collection", help="restore into this collection instead")
+@click.option(
+    "--collection",
+    multiple=True,
+    help="the collection in the backup (repeatable; default: every collection it holds)",
+)
+@click.option("--target-collection", help="restore into this collection instead (one --collection)")
+@click.option("--files", "files", is_flag=True, help="also restore the files at the same point")
+@click.option(
+    "--no-indexes",
+    is_flag=True,
+    help="do not recreate or check the recorded indexes (e.g. for a side-by-side restore)",
+)
 @strategy_option
 @dry_run_option
 @click.option("--session-id", multiple=True, help="only this session (repeatable)")
@@ -96,8 +117,10 @@ def restore_exit(report: dict[str, Any]) -> int:
 def restore(
     settings: Settings,
     backup_id: str,
-    collection: str,
+    collection: tuple[str, ...],
     target_collection: str | None,
+    files: bool,
+    no_indexes: bool,
     strategy: str | None,
     dry_run: bool,
     session_id: tuple[str, ...],
@@ -121,18 +144,84 @@ def restore(
         }
     )
     engine = restore_engine(settings, quiet=json)
-    source_id, legacy = resolve_source(engine.store, backup_id, collection, require_ids=require_ids)
-    report = engine.restore(
-        source_id,
-        collection,
-        target_collection=target_collection,
-        strategy=strategy or settings.restore.default_strategy,
-        filters=filters,
-        dry_run=dry_run,
-        fail_fast=fail_fast,
-        legacy_documents=legacy,
-    ).as_dict()
-    print_restore_report(report, as_json=json)
+    names = list(collection) or collections_at(
+        engine.store, engine.keyring, backup_id, filters.point_in_time
+    )
+    if target_collection and len(names) != 1:
+        raise BmcError("--target-collection needs exactly one --collection")
+    chosen = Strategy(strategy) if strategy else settings.restore.default_strategy
+    many = []
+    for name in names:
+        source_id, legacy = resolve_source(engine.store, backup_id, name, require_ids=require_ids)
+        if legacy is not None and len(names) != 1:
+            raise BmcError(f"{backup_id} is a JSON file: name its collection with --collection")
+        many.append(
+            RestoreOptions(
+                backup_id=source_id, collection=name, target_collection=target_collection,
+                strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
+                legacy_documents=legacy, indexes=not no_indexes,
+            )
+        )  # fmt: skip
+    request = (
+        FilesRequest(backup_id, settings.files_root, [], filters.point_in_time, dry_run)
+        if files
+        else None
+    )
+    result = engine.run_point(many, request)
+    if len(collection) == 1 and not files:  # one collection: the report as it always was
+        report = next(iter(result.collections.values())).as_dict()
+        print_restore_report(report, as_json=json)
+        return restore_exit(report)
+    whole = result.as_dict()
+    if json:
+        print_json(whole)
+    else:
+        for one in whole["collections"].values():
+            print_restore_report(one, as_json=False)
+        if whole["files"]:
+            print_files_report(whole["files"])
+        if whole["rollback_id"]:
+            print(f"one rollback point for all of it: bmc-backup rollback {whole['rollback_id']}")
+    return restore_exit(whole)
+
+
+def print_files_report(report: dict[str, Any]) -> None:
+    what = "would restore" if report["dry_run"] else "restored"
+    print(
+        f"{what} {report['restored']} file(s) into {report['target']} from {report['backup_id']}; "
+        f"{report['unchanged']} unchanged, {report['skipped']} not selected"
+    )
+    for f in report["files"]:
+        if f["action"] != "skipped":
+            print(f"  {f['action']:<9} {f['path']} ({f['bytes']} bytes)")
+    if report["rollback_id"]:
+        print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
+    print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+
+
+@commands("restore-files", help="restore the chatbot's files (knowledge base, config, .env)")
+@click.argument("backup_id")
+@click.option("--to", "to", help="the directory to restore into (default: files.root)")
+@click.option("--path", "path", multiple=True, help="only files matching this glob (repeatable)")
+@dry_run_option
+@json_option
+def restore_files(
+    settings: Settings,
+    backup_id: str,
+    to: str | None,
+    path: tuple[str, ...],
+    dry_run: bool,
+    json: bool,
+) -> int:
+    engine = restore_engine(settings, quiet=json)
+    target = Path(to) if to else settings.files_root
+    result = engine.run_point([], FilesRequest(backup_id, target, list(path), None, dry_run))
+    assert result.files is not None
+    report = result.files.as_dict()
+    if json:
+        print_json(report)
+    else:
+        print_files_report(report)
     return restore_exit(report)
 
 

@@ -104,6 +104,21 @@ class BlobStore:
             stats = w.close()
         return blob, stats.stored_bytes, True
 
+    def holds(self, blob: str, path: Path) -> bool:
+        """Whether the file at ``path`` has the content of ``blob`` (keyed hash, no decryption).
+
+        The hash is keyed with the key that wrote the blob, so this holds across key rotation.
+        """
+        with self.path(blob).open("rb") as fh:
+            key = self.keyring.get(
+                ArchiveReader(fh, self.keyring, name=f"blob {blob}").header.key_id
+            )
+        mac = hmac.new(blob_mac_key(key), digestmod=hashlib.sha256)
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                mac.update(chunk)
+        return hmac.compare_digest(mac.hexdigest(), blob)
+
     def read(self, blob: str) -> Iterator[bytes]:
         """A blob's content in chunks, authenticated, and checked against its id at the end."""
         p = self.path(blob)

@@ -6,10 +6,18 @@ Where a change goes:
 * which backup points (fulls, incrementals, a point in time): :mod:`.chain`;
 * what happens to a document that already exists (the strategies): :mod:`.plan`, :mod:`.merge`;
 * the undo: :mod:`.rollback`; batched writes: :mod:`.write`; the proof: :mod:`.verify`;
+* collection options and indexes: :mod:`.indexes`; the chatbot's files: :mod:`.files`;
 * JSON files found on disk: :mod:`.legacy`; the order of it all: :mod:`.engine`.
 """
 
-from bmc_pipeline.engine.restore.engine import RestoreEngine, RestoreOptions
+from bmc_pipeline.engine.restore.chain import collections_at
+from bmc_pipeline.engine.restore.engine import (
+    FilesRequest,
+    PointRestoreReport,
+    RestoreEngine,
+    RestoreOptions,
+)
+from bmc_pipeline.engine.restore.files import FilesRestoreReport
 from bmc_pipeline.engine.restore.filters import (
     QUERY_OPERATORS,
     RestoreFilters,
@@ -21,11 +29,15 @@ from bmc_pipeline.engine.restore.report import RestoreReport
 
 __all__ = [
     "QUERY_OPERATORS",
+    "FilesRequest",
+    "FilesRestoreReport",
+    "PointRestoreReport",
     "RestoreEngine",
     "RestoreFilters",
     "RestoreOptions",
     "RestoreReport",
     "check_query",
+    "collections_at",
     "legacy_documents",
     "parse_time",
     "resolve_source",

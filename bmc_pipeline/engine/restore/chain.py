@@ -150,3 +150,23 @@ def point_documents(
                 yield raw
 
     return docs(), deleted
+
+
+def collections_at(
+    store: BackupStore, keyring: KeyRing, backup_id: str, point_in_time: datetime | None = None
+) -> list[str]:
+    """The collections a whole restore brings back: those the named backup holds; for ``latest``
+    every collection any backup holds; at a point in time, those backed up at or before it."""
+    if backup_id != "latest" and point_in_time is None:
+        return sorted(store.load_manifest(store.resolve(backup_id), keyring).collections)
+    names: set[str] = set()
+    for ref in store.refs():
+        if ref.backup_type == "rollback":
+            continue
+        m = store.load_manifest(ref, keyring)
+        if point_in_time is None or m.taken <= point_in_time:
+            names.update(m.collections)
+    if not names:
+        when = f" at or before {point_in_time.isoformat()}" if point_in_time else ""
+        raise BackupNotFoundError(f"no backup of any collection{when} in {store.root}")
+    return sorted(names)

@@ -13,10 +13,12 @@ A restore runs in three passes, and writes nothing until the second:
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,21 @@ from bmc_pipeline.config import Settings, check_collection_name
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore.chain import point_documents, resolve_chain, verify_chain
+from bmc_pipeline.engine.restore.files import FilesPlan, FilesRestoreReport, files_point
 from bmc_pipeline.engine.restore.filters import RestoreFilters
+from bmc_pipeline.engine.restore.indexes import (
+    CollectionShape,
+    compare_indexes,
+    create_indexes,
+    ensure_collection,
+)
 from bmc_pipeline.engine.restore.legacy import LegacyFile
 from bmc_pipeline.engine.restore.plan import PlanFiles, Quarantine, RestorePlanner
 from bmc_pipeline.engine.restore.report import RestoreReport
-from bmc_pipeline.engine.restore.rollback import publish_rollback
+from bmc_pipeline.engine.restore.rollback import CollectionChange, publish_rollback
 from bmc_pipeline.engine.restore.rollback import rollback as rollback_to
 from bmc_pipeline.engine.restore.verify import verify_restore
 from bmc_pipeline.engine.restore.write import (
@@ -60,6 +70,7 @@ class RestoreOptions:
     fail_fast: bool = False
     # documents of a legacy JSON file (LegacyFile) or a scan report instead of a backup chain
     legacy_documents: Iterable[bytes] | None = None
+    indexes: bool = True  # recreate and check the recorded options and indexes (--no-indexes)
 
     def __post_init__(self) -> None:
         try:
@@ -71,6 +82,62 @@ class RestoreOptions:
             ) from None
         check_collection_name(self.collection)
         self.target_collection = check_collection_name(self.target_collection or self.collection)
+
+
+@dataclass
+class FilesRequest:
+    """Which backed-up files to restore, and where."""
+
+    backup_id: str
+    target: Path
+    patterns: list[str] = field(default_factory=list)
+    point_in_time: datetime | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class PointRestoreReport:
+    """A restore of several collections (and the files) at one point, under one rollback point."""
+
+    backup_id: str
+    dry_run: bool
+    collections: dict[str, RestoreReport]
+    files: FilesRestoreReport | None = None
+    rollback_id: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        parts = [r.verified for r in self.collections.values()]
+        if self.files is not None:
+            parts.append(self.files.verified)
+        return bool(parts) and all(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backup_id": self.backup_id,
+            "dry_run": self.dry_run,
+            "rollback_id": self.rollback_id,
+            "verified": self.verified,
+            "collections": {n: r.as_dict() for n, r in self.collections.items()},
+            "files": self.files.as_dict() if self.files else None,
+            "restored": sum(r.restored for r in self.collections.values()),
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass
+class _Planned:
+    """One collection after pass 1: its plan, what the target held, and what to check after."""
+
+    opts: RestoreOptions
+    report: RestoreReport
+    coll: Any
+    plan: PlanFiles
+    before: StateDigest
+    before_count: int
+    expected: StateDigest | None  # the backup's digest, when the restore is complete into empty
+    shape: CollectionShape | None  # recorded options and indexes, unless --no-indexes
 
 
 class RestoreEngine:
@@ -119,13 +186,75 @@ class RestoreEngine:
         )
 
     def run(self, opts: RestoreOptions) -> RestoreReport:
+        """Restore one collection; its report carries the rollback point's id."""
+        (report,) = self.run_point([opts]).collections.values()
+        return report
+
+    def run_point(
+        self, many: list[RestoreOptions], files: FilesRequest | None = None
+    ) -> PointRestoreReport:
+        """Restore several collections (and the files) at one point, under one rollback point.
+
+        Every collection is planned (and the files checked) before anything is written; then one
+        rollback point covering all of it is published; then each is written and verified.
+        """
+        started = time.monotonic()
+        dry_run = any(o.dry_run for o in many) or bool(files and files.dry_run)
+        self.store.mkdir(self.store.root)
+        with contextlib.ExitStack() as temp:
+            planned = []
+            for opts in many:
+                tmp = temp.enter_context(
+                    tempfile.TemporaryDirectory(prefix=".restore-", dir=self.store.root)
+                )
+                planned.append(self._plan(opts, Path(tmp)))
+            files_plan = self._plan_files(files) if files else None
+            point = PointRestoreReport(
+                backup_id=planned[0].report.backup_id
+                if planned
+                else str(files and files.backup_id),
+                dry_run=dry_run,
+                collections={p.report.target_collection: p.report for p in planned},
+                files=files_plan.report if files_plan else None,
+            )
+            if dry_run:
+                for p in planned:
+                    p.report.verification.append("dry run: nothing was written")
+                    p.report.duration_s = time.monotonic() - p.report.started
+                if files_plan:
+                    files_plan.report.verification.append("dry run: nothing was written")
+                point.duration_s = time.monotonic() - started
+                return point
+            t = time.monotonic()
+            rid = publish_rollback(
+                self.settings, self.store, self.keyring,
+                [CollectionChange(p.coll, p.plan, p.report, p.before) for p in planned],
+                restore_of=point.backup_id,
+                files=files_plan.save_current() if files_plan else None,
+            )  # fmt: skip
+            self.log(f"rollback backup {rid} published; now writing")
+            point.rollback_id = rid
+            for p in planned:
+                p.report.rollback_id = rid
+                p.report.phase("rollback_point", t)
+                self._apply(p)
+            if files_plan:
+                files_plan.report.rollback_id = rid
+                files_plan.apply()
+        point.duration_s = time.monotonic() - started
+        return point
+
+    def _plan(self, opts: RestoreOptions, tmp: Path) -> _Planned:
+        """Pass 1 for one collection: read-only, into encrypted plan files under ``tmp``."""
         started = time.monotonic()
         target = str(opts.target_collection)
         filters = opts.filters
         report = RestoreReport(
             opts.backup_id, opts.collection, target, opts.strategy.value, opts.dry_run
         )
+        report.started = started
         expected: StateDigest | None = None
+        shape: CollectionShape | None = None
         legacy = opts.legacy_documents
         if legacy is not None:
             docs, deleted = iter(legacy), set[bytes]()
@@ -143,81 +272,106 @@ class RestoreEngine:
             docs, deleted = point_documents(points, self.keyring)
             report.phase("verify_backup", started)
             expected = points[-1].entry.state.digest_value()
+            if opts.indexes:
+                shape = CollectionShape.of(points[-1].entry.metadata)
             if not filters.drop_deleted or filters.selective:
                 deleted = set()
 
         coll = self.db[target]
         t = time.monotonic()
         before, before_digest = read_target(coll, self.settings.mongodb.batch_size)
-        self.store.mkdir(self.store.root)
-        with tempfile.TemporaryDirectory(prefix=".restore-", dir=self.store.root) as tmp:
-            plan = PlanFiles(Path(tmp), self.keyring, self.settings)
-            quarantine = Quarantine(self.store, target)
-            planner = RestorePlanner(
-                coll,
-                self.settings.collection(opts.collection),
-                report,
-                plan,
-                batch_size=self.batch,
-                log=self.log,
-            )
-            try:
-                planner.run(
-                    docs, before, filters, quarantine, opts.fail_fast, dedupe=legacy is not None
-                )
-            finally:
-                quarantine.close()
-            if isinstance(legacy, LegacyFile):
-                report.read += len(legacy.refused)
-                report.invalid += len(legacy.refused)
-                report.generated_ids = legacy.generated_ids
-                report.errors.extend(legacy.refused[: max(0, 100 - len(report.errors))])
-            if report.unaccounted():
-                raise BmcError(
-                    f"restore of {opts.collection}: {report.read} documents read but "
-                    f"{report.read - report.unaccounted()} accounted for; nothing was written "
-                    "(this is a bug: please report it with the --dry-run --json output)"
-                )
-            for elem in deleted:
-                if elem in before:
-                    report.deleted += 1
-                    report.sample("delete", elem)
-                    plan.add("delete", id_document(elem))
-            plan.close()
-            # the maps of the plan are no longer needed: free them before the read-back builds its own
-            before_count = len(before)
-            del before, docs, deleted
-            t = report.phase("plan", t)
-            if quarantine.path is not None:
-                report.quarantine_file = str(quarantine.path)
-            if opts.dry_run:
-                report.verified = False
-                report.verification.append("dry run: nothing was written")
-                report.duration_s = time.monotonic() - started
-                return report
-            report.rollback_id = publish_rollback(
-                self.settings, self.store, self.keyring, coll, plan, report, before_digest
-            )
-            self.log(f"rollback backup {report.rollback_id} published; now writing")
-            t = report.phase("rollback_point", t)
-            self._write(coll, plan, report)
-            t = report.phase("write", t)
-            complete = not before_count and not filters.selective and legacy is None
-            verify_restore(
-                coll,
-                plan,
-                report,
-                before_count=before_count,
-                expected=expected if complete else None,
-                batch_size=self.settings.mongodb.batch_size,
-            )
-            report.phase("read_back", t)
-        report.duration_s = time.monotonic() - started
-        self.log(
-            f"restore of {opts.collection} into {target}: {report.restored} restored, "
-            f"{report.skipped} skipped, {report.invalid} invalid, verified={report.verified}"
+        plan = PlanFiles(tmp, self.keyring, self.settings)
+        quarantine = Quarantine(self.store, target)
+        planner = RestorePlanner(
+            coll,
+            self.settings.collection(opts.collection),
+            report,
+            plan,
+            batch_size=self.batch,
+            log=self.log,
         )
-        return report
+        try:
+            planner.run(
+                docs, before, filters, quarantine, opts.fail_fast, dedupe=legacy is not None
+            )
+        finally:
+            quarantine.close()
+        if isinstance(legacy, LegacyFile):
+            report.read += len(legacy.refused)
+            report.invalid += len(legacy.refused)
+            report.generated_ids = legacy.generated_ids
+            report.errors.extend(legacy.refused[: max(0, 100 - len(report.errors))])
+        if report.unaccounted():
+            raise BmcError(
+                f"restore of {opts.collection}: {report.read} documents read but "
+                f"{report.read - report.unaccounted()} accounted for; nothing was written "
+                "(this is a bug: please report it with the --dry-run --json output)"
+            )
+        for elem in deleted:
+            if elem in before:
+                report.deleted += 1
+                report.sample("delete", elem)
+                plan.add("delete", id_document(elem))
+        plan.close()
+        if quarantine.path is not None:
+            report.quarantine_file = str(quarantine.path)
+        report.phase("plan", t)
+        complete = not before and not filters.selective and legacy is None
+        # the maps of the plan are not needed any more: only the counts are kept
+        return _Planned(opts, report, coll, plan, before_digest, len(before),
+                        expected if complete else None, shape)  # fmt: skip
+
+    def _apply(self, p: _Planned) -> None:
+        """Passes 2 and 3 for one planned collection: indexes, writes, read-back."""
+        report, coll = p.report, p.coll
+        t = time.monotonic()
+        index_errors: dict[str, str] = {}
+        if p.shape is not None and p.before_count == 0:  # empty target: indexes first
+            ensure_collection(self.db, report.target_collection, p.shape)
+            report.indexes_created, index_errors = create_indexes(coll, p.shape)
+        self._write(coll, p.plan, report)
+        if p.shape is not None and p.before_count > 0:  # documents there: indexes after
+            report.indexes_created, index_errors = create_indexes(coll, p.shape)
+        t = report.phase("write", t)
+        verify_restore(
+            coll,
+            p.plan,
+            report,
+            before_count=p.before_count,
+            expected=p.expected,
+            batch_size=self.settings.mongodb.batch_size,
+        )
+        if p.shape is not None:
+            missing_because_failed = {f"index {name} is missing" for name in index_errors}
+            differences = list(index_errors.values()) + [
+                d for d in compare_indexes(coll, p.shape) if d not in missing_because_failed
+            ]
+            report.index_errors = list(index_errors.values())
+            if differences:
+                report.verified = False
+                report.verification.extend(differences)
+            else:
+                n = len(p.shape.indexes)
+                report.verification.append(f"{n} index(es) as the backup records them")
+        report.phase("read_back", t)
+        report.duration_s = time.monotonic() - report.started
+        self.log(
+            f"restore of {report.collection} into {report.target_collection}: "
+            f"{report.restored} restored, {report.skipped} skipped, {report.invalid} invalid, "
+            f"verified={report.verified}"
+        )
+
+    def _plan_files(self, files: FilesRequest) -> FilesPlan:
+        ref, manifest = files_point(self.store, self.keyring, files.backup_id, files.point_in_time)
+        return FilesPlan(self.blobs(), ref, manifest, files.target, files.patterns, files.dry_run)
+
+    def blobs(self) -> BlobStore:
+        return BlobStore(
+            self.store,
+            self.keyring,
+            level=self.settings.compression.level,
+            segment_size=self.settings.encryption.segment_size,
+        )
 
     def _write(self, coll: Any, plan: PlanFiles, report: RestoreReport) -> None:
         progress = WriteProgress(report.inserted + report.overwritten + report.merged, self.log)
@@ -227,5 +381,7 @@ class RestoreEngine:
         delete_ids(coll, ids, self.batch)
 
     def rollback(self, rollback_id: str) -> dict[str, Any]:
-        """Return a collection to its state before the restore that made ``rollback_id``."""
-        return rollback_to(self.settings, self.store, self.keyring, self.db, rollback_id)
+        """Return what a restore changed (collections, files) to its state before it."""
+        return rollback_to(
+            self.settings, self.store, self.keyring, self.db, self.blobs(), rollback_id
+        )

@@ -1,14 +1,20 @@
 """Rollback points: what a restore is about to change, saved before it changes anything.
 
-A rollback point is a published backup of type ``rollback`` holding the current versions of every
-document the restore replaces or deletes (``documents``) and the ids it inserts (``tombstones``),
-with the target's state digest before the restore. :func:`rollback` deletes the inserted ids,
-puts the saved versions back, and checks the digest equals the recorded one.
+A rollback point is a published backup of type ``rollback``. For each collection the restore
+touches it holds the current versions of every document the restore replaces or deletes
+(``documents``) and the ids it inserts (``tombstones``), with the collection's state digest before
+the restore; for the files, the current versions of the files it replaces (as blobs) and the list
+of files it creates (``filesystem``). :func:`rollback` puts all of it back and checks each
+collection's digest equals the recorded one and each file its recorded content.
+
+Indexes and collections a restore created are left in place by a rollback: they hold no data of
+their own, and dropping an index the application may rely on is not an undo anyone wants at night.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,6 +23,7 @@ from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveStats, ArchiveWri
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.manifest import (
     FORMAT,
     ArchiveEntry,
@@ -28,52 +35,82 @@ from bmc_pipeline.engine.manifest import (
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore.chain import BackupPoint, verify_chain
+from bmc_pipeline.engine.restore.files import rollback_files
 from bmc_pipeline.engine.restore.plan import PlanFiles
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import delete_ids, in_batches, read_target, replace
-from bmc_pipeline.engine.store import MANIFEST_VERSION, BackupStore, new_backup_id
+from bmc_pipeline.engine.store import MANIFEST_VERSION, BackupStore, PendingBackup, new_backup_id
+
+
+@dataclass
+class CollectionChange:
+    """What a restore is about to do to one collection, and the state it found it in."""
+
+    coll: Any
+    plan: PlanFiles
+    report: RestoreReport
+    before: StateDigest
+
+
+def _save(
+    settings: Settings, keyring: KeyRing, pending: PendingBackup, change: CollectionChange
+) -> CollectionEntry:
+    """Write one collection's rollback archives; returns its manifest entry."""
+    batch = settings.restore.batch_size
+    target = change.report.target_collection
+    # documents deleted by the restore are put back on rollback: fetch them now
+    to_delete = [decode_id(id_element(d)) for d in change.plan.read("delete")]
+    stats: dict[str, ArchiveStats] = {}
+    for part, source in (("", "previous"), (".tombstones", "insert")):
+        fname = f"{target}{part}{ARCHIVE_SUFFIX}"
+        w = ArchiveWriter(
+            pending.create(fname),
+            keyring,
+            level=settings.compression.level,
+            segment_size=settings.encryption.segment_size,
+            name=fname,
+        )
+        if source == "previous":
+            for raw in change.plan.read("previous"):
+                w.write_batch(raw)
+            for i in range(0, len(to_delete), batch):
+                for b in raw_batches(change.coll, {"_id": {"$in": to_delete[i : i + batch]}}):
+                    w.write_batch(b)
+        else:
+            for raw in change.plan.read("insert"):
+                w.write_batch(id_document(id_element(raw)))
+        stats[part] = w.close()
+
+    def entry(part: str) -> ArchiveEntry:
+        return ArchiveEntry.of(pending.relpath(f"{target}{part}{ARCHIVE_SUFFIX}"), stats[part])
+
+    return CollectionEntry(
+        mode="rollback",
+        parent=None,
+        documents=entry(""),
+        tombstones=entry(".tombstones"),
+        index=None,
+        state=StateEntry(documents=change.before.count, digest=change.before.hexdigest),
+        metadata={},
+    )
 
 
 def publish_rollback(
     settings: Settings,
     store: BackupStore,
     keyring: KeyRing,
-    coll: Any,
-    plan: PlanFiles,
-    report: RestoreReport,
-    before: StateDigest,
+    changes: list[CollectionChange],
+    *,
+    restore_of: str,
+    files: dict[str, Any] | None = None,
 ) -> str:
     """Save what the restore will change, before it changes anything; returns the point's id."""
     rid = new_backup_id("rollback")
-    batch = settings.restore.batch_size
-    # documents deleted by the restore are put back on rollback: fetch them now
-    to_delete = [decode_id(id_element(d)) for d in plan.read("delete")]
-    target = report.target_collection
     with store.pending(rid) as pending:
-        stats: dict[str, ArchiveStats] = {}
-        for part, source in (("", "previous"), (".tombstones", "insert")):
-            fname = f"{target}{part}{ARCHIVE_SUFFIX}"
-            w = ArchiveWriter(
-                pending.create(fname),
-                keyring,
-                level=settings.compression.level,
-                segment_size=settings.encryption.segment_size,
-                name=fname,
-            )
-            if source == "previous":
-                for raw in plan.read("previous"):
-                    w.write_batch(raw)
-                for i in range(0, len(to_delete), batch):
-                    for b in raw_batches(coll, {"_id": {"$in": to_delete[i : i + batch]}}):
-                        w.write_batch(b)
-            else:
-                for raw in plan.read("insert"):
-                    w.write_batch(id_document(id_element(raw)))
-            stats[part] = w.close()
-
-        def entry(part: str) -> ArchiveEntry:
-            return ArchiveEntry.of(pending.relpath(f"{target}{part}{ARCHIVE_SUFFIX}"), stats[part])
-
+        entries = {
+            c.report.target_collection: _save(settings, keyring, pending, c) for c in changes
+        }
+        strategies = sorted({c.report.strategy for c in changes})
         manifest = Manifest(
             backup_metadata=BackupMetadata(
                 timestamp=datetime.now(timezone.utc).isoformat(),
@@ -82,42 +119,21 @@ def publish_rollback(
                 database=settings.mongodb.database,
                 backup_id=rid,
                 format=FORMAT,
-                restore_of=report.backup_id,
-                strategy=report.strategy,
+                restore_of=restore_of,
+                strategy=", ".join(strategies) if strategies else None,
             ),
-            collections={
-                target: CollectionEntry(
-                    mode="rollback",
-                    parent=None,
-                    documents=entry(""),
-                    tombstones=entry(".tombstones"),
-                    index=None,
-                    state=StateEntry(documents=before.count, digest=before.hexdigest),
-                    metadata={},
-                )
-            },
-            filesystem={},
-            checksums={target: f"sha256:{stats[''].sha256}"},
+            collections=entries,
+            filesystem=files or {},
+            checksums={n: f"sha256:{e.documents.sha256}" for n, e in entries.items()},
         )
         pending.publish(manifest, keyring)
     return rid
 
 
-def rollback(
-    settings: Settings, store: BackupStore, keyring: KeyRing, db: Any, rollback_id: str
+def _rollback_collection(
+    settings: Settings, keyring: KeyRing, db: Any, point: BackupPoint, target: str
 ) -> dict[str, Any]:
-    """Return a collection to its state before the restore that made ``rollback_id``."""
-    started = time.monotonic()
     batch = settings.restore.batch_size
-    ref = store.resolve(rollback_id)
-    if ref.backup_type != "rollback":
-        raise BmcError(
-            f"{rollback_id} is a {ref.backup_type} backup, not a rollback point; use restore"
-        )
-    manifest = store.load_manifest(ref, keyring)
-    ((target, entry),) = manifest.collections.items()
-    point = BackupPoint(ref, manifest, entry)
-    verify_chain([point], keyring)
     coll = db[target]
     inserted = [decode_id(id_element(r)) for r in point.documents("tombstones", keyring)]
     delete_ids(coll, inserted, batch)
@@ -125,10 +141,9 @@ def rollback(
         point.documents("documents", keyring), batch, lambda docs: replace(coll, docs)
     )
     _, digest = read_target(coll, settings.mongodb.batch_size)
-    st = entry.state
+    st = point.entry.state
     verified = digest.hexdigest == st.digest and digest.count == st.documents
     return {
-        "rollback_id": rollback_id,
         "collection": target,
         "deleted": len(inserted),
         "restored": restored,
@@ -138,5 +153,52 @@ def rollback(
             if verified
             else f"state differs from before the restore: {digest.count} documents now, {st.documents} then"
         ),
+    }
+
+
+def rollback(
+    settings: Settings,
+    store: BackupStore,
+    keyring: KeyRing,
+    db: Any,
+    blobs: BlobStore,
+    rollback_id: str,
+) -> dict[str, Any]:
+    """Return what a restore changed to its state before the restore that made ``rollback_id``.
+
+    The top-level keys are those of a one-collection rollback (``collection`` names every
+    collection, counts are summed); ``collections`` and ``files`` give each part.
+    """
+    started = time.monotonic()
+    ref = store.resolve(rollback_id)
+    if ref.backup_type != "rollback":
+        raise BmcError(
+            f"{rollback_id} is a {ref.backup_type} backup, not a rollback point; use restore"
+        )
+    manifest = store.load_manifest(ref, keyring)
+    points = {
+        target: BackupPoint(ref, manifest, entry) for target, entry in manifest.collections.items()
+    }
+    verify_chain(list(points.values()), keyring)
+    parts = {t: _rollback_collection(settings, keyring, db, p, t) for t, p in points.items()}
+    files: dict[str, Any] | None = None
+    texts = [str(p["verification"]) for p in parts.values()]
+    verified = all(p["verified"] for p in parts.values())
+    if manifest.filesystem.get("root"):
+        put_back, removed, problems = rollback_files(blobs, manifest.filesystem)
+        said = problems or ["files read back as they were before the restore"]
+        files = {"put_back": put_back, "removed": removed, "verified": not problems,
+                 "verification": said}  # fmt: skip
+        texts += said
+        verified = verified and not problems
+    return {
+        "rollback_id": rollback_id,
+        "collection": ", ".join(parts),
+        "deleted": sum(p["deleted"] for p in parts.values()),
+        "restored": sum(p["restored"] for p in parts.values()),
+        "verified": verified,
+        "verification": "; ".join(texts),
+        "collections": parts,
+        "files": files,
         "duration_s": round(time.monotonic() - started, 3),
     }
