@@ -95,11 +95,28 @@ class RestoreRequest(BaseModel):
         pattern=BACKUP_REF_PATTERN,
         description="a backup id, 'latest', or a manifest file name (backup_full_<ts>_<id>.json)",
     )
-    target_collection: str = Field(pattern=COLLECTION_PATTERN)
+    target_collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="restore one collection into this one; without it (and without "
+        "collections), every collection of the backup point is restored",
+    )
     collection: str | None = Field(
         default=None,
         pattern=COLLECTION_PATTERN,
         description="the collection in the backup; default: target_collection",
+    )
+    collections: list[Annotated[str, Field(pattern=COLLECTION_PATTERN)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="several collections at one point under one rollback point; [] for every "
+        "collection the backup holds",
+    )
+    files: bool = Field(
+        default=False, description="also restore the chatbot's files at the same point"
+    )
+    indexes: bool = Field(
+        default=True, description="recreate and check the recorded collection options and indexes"
     )
     strategy: Strategy | None = Field(default=None, description="default: restore.default_strategy")
     dry_run: bool = Field(default=True, description="plan only; set false to write")

@@ -20,11 +20,9 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK, BmcError
 from bmc_pipeline.engine.restore import (
-    FilesRequest,
     RestoreEngine,
     RestoreFilters,
     RestoreOptions,
-    collections_at,
     resolve_source,
 )
 from bmc_pipeline.engine.scanner import recoverable_documents, scan_settings, write_reports
@@ -144,34 +142,30 @@ def restore(
         }
     )
     engine = restore_engine(settings, quiet=json)
-    names = list(collection) or collections_at(
-        engine.store, engine.keyring, backup_id, filters.point_in_time
-    )
-    if target_collection and len(names) != 1:
-        raise BmcError("--target-collection needs exactly one --collection")
     chosen = Strategy(strategy) if strategy else settings.restore.default_strategy
-    many = []
-    for name in names:
-        source_id, legacy = resolve_source(engine.store, backup_id, name, require_ids=require_ids)
-        if legacy is not None and len(names) != 1:
-            raise BmcError(f"{backup_id} is a JSON file: name its collection with --collection")
-        many.append(
+    if target_collection and len(collection) != 1:
+        raise BmcError("--target-collection needs exactly one --collection")
+    if len(collection) == 1 and not files:  # one collection: the report as it always was
+        source_id, legacy = resolve_source(
+            engine.store, backup_id, collection[0], require_ids=require_ids
+        )
+        report = engine.run(
             RestoreOptions(
-                backup_id=source_id, collection=name, target_collection=target_collection,
+                backup_id=source_id, collection=collection[0], target_collection=target_collection,
                 strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
                 legacy_documents=legacy, indexes=not no_indexes,
             )
-        )  # fmt: skip
-    request = (
-        FilesRequest(backup_id, settings.files_root, [], filters.point_in_time, dry_run)
-        if files
-        else None
-    )
-    result = engine.run_point(many, request)
-    if len(collection) == 1 and not files:  # one collection: the report as it always was
-        report = next(iter(result.collections.values())).as_dict()
+        ).as_dict()  # fmt: skip
         print_restore_report(report, as_json=json)
         return restore_exit(report)
+    source_id, legacy = resolve_source(engine.store, backup_id, "conversations")
+    if legacy is not None:
+        raise BmcError(f"{backup_id} is a JSON file: name its collection with --collection")
+    result = engine.restore_point(
+        source_id, list(collection), files_to=settings.files_root if files else None,
+        strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
+        indexes=not no_indexes,
+    )  # fmt: skip
     whole = result.as_dict()
     if json:
         print_json(whole)
@@ -215,9 +209,7 @@ def restore_files(
 ) -> int:
     engine = restore_engine(settings, quiet=json)
     target = Path(to) if to else settings.files_root
-    result = engine.run_point([], FilesRequest(backup_id, target, list(path), None, dry_run))
-    assert result.files is not None
-    report = result.files.as_dict()
+    report = engine.restore_files(backup_id, target, list(path), dry_run=dry_run).as_dict()
     if json:
         print_json(report)
     else:

@@ -11,7 +11,12 @@ import dagster as dg
 from pydantic import Field
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
+from bmc_pipeline.engine.restore import (
+    FilesRequest,
+    RestoreEngine,
+    RestoreFilters,
+    RestoreOptions,
+)
 from bmc_pipeline.engine.vocabulary import Strategy
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
@@ -41,6 +46,23 @@ class RestoreConfig(dg.Config):
         "comparison, set and logical operators only",
     )
     fail_fast: bool = False
+    collections: list[str] | None = Field(
+        default=None,
+        description="several collections at one point, under one rollback point: [] for every "
+        "collection the backup holds; when set, 'collection' and 'target_collection' are ignored",
+    )
+    files: bool = Field(
+        default=False,
+        description="also restore the chatbot's files at the same point into files.root (alone, "
+        "without 'collections': only the files)",
+    )
+    indexes: bool = Field(
+        default=True, description="recreate and check the recorded collection options and indexes"
+    )
+
+    @property
+    def whole(self) -> bool:
+        return self.collections is not None or self.files
 
 
 class RollbackConfig(dg.Config):
@@ -60,6 +82,38 @@ def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
             "rollback_id": dg.MetadataValue.text(report["rollback_id"] or ""),
         },
     )
+
+
+def _restore_point(
+    config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters
+) -> dict[str, Any]:
+    """Several collections and/or the files at one point: one report, one rollback point."""
+    if config.collections is None:  # only the files
+        request = FilesRequest(
+            config.backup_id, engine.settings.files_root, [], filters.point_in_time, config.dry_run
+        )
+        return engine.run_point([], request).as_dict()
+    return engine.restore_point(
+        config.backup_id, config.collections,
+        files_to=engine.settings.files_root if config.files else None,
+        strategy=config.strategy, filters=filters, dry_run=config.dry_run,
+        fail_fast=config.fail_fast, indexes=config.indexes,
+    ).as_dict()  # fmt: skip
+
+
+def _metadata(report: dict[str, Any], whole: bool) -> dict[str, Any]:
+    common = {
+        "restored": report["restored"],
+        "verified": report["verified"],
+        "rollback_id": report["rollback_id"] or "",
+        "report": dg.MetadataValue.json(report),
+    }
+    if whole:
+        files = report["files"] or {}
+        return {**common, "collections": len(report["collections"]),
+                "files_restored": files.get("restored", 0)}  # fmt: skip
+    return {**common, "inserted": report["inserted"], "skipped": report["skipped"],
+            "invalid": report["invalid"], "docs_per_s": report["docs_per_s"]}  # fmt: skip
 
 
 def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
@@ -92,15 +146,21 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         with audited_run(
             context, settings, engine.keyring, "restore", config.model_dump(mode="json")
         ) as info:
-            report = engine.restore(
-                config.backup_id,
-                config.collection,
-                target_collection=config.target_collection,
-                strategy=config.strategy.value,
-                filters=filters,
-                dry_run=config.dry_run,
-                fail_fast=config.fail_fast,
-            ).as_dict()
+            if config.whole:
+                report = _restore_point(config, engine, filters)
+            else:
+                report = engine.run(
+                    RestoreOptions(
+                        backup_id=config.backup_id,
+                        collection=config.collection,
+                        target_collection=config.target_collection,
+                        strategy=config.strategy,
+                        filters=filters,
+                        dry_run=config.dry_run,
+                        fail_fast=config.fail_fast,
+                        indexes=config.indexes,
+                    )
+                ).as_dict()
             info["extra"] = {
                 "backup_id": report["backup_id"],
                 "restored": report["restored"],
@@ -109,25 +169,18 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
             }
             if not config.dry_run and not report["verified"]:
                 info["outcome"] = "unverified"
-        context.log_event(_observe(report, config.collection))
+        parts = report["collections"].values() if config.whole else [report]
+        for one in parts:
+            context.log_event(_observe(one, one["collection"]))
         if not config.dry_run and not report["verified"]:
+            said = [v for one in parts for v in one["verification"]]
+            if config.whole and report["files"]:
+                said += report["files"]["verification"]
             raise dg.Failure(
-                description=f"restore not verified: {'; '.join(report['verification'])}",
+                description=f"restore not verified: {'; '.join(said)}",
                 metadata={"rollback_id": report["rollback_id"] or ""},
             )
-        return dg.Output(
-            report,
-            metadata={
-                "restored": report["restored"],
-                "inserted": report["inserted"],
-                "skipped": report["skipped"],
-                "invalid": report["invalid"],
-                "verified": report["verified"],
-                "rollback_id": report["rollback_id"] or "",
-                "docs_per_s": report["docs_per_s"],
-                "report": dg.MetadataValue.json(report),
-            },
-        )
+        return dg.Output(report, metadata=_metadata(report, config.whole))
 
     @dg.op(tags=RESTORE_TAGS)
     def rollback_op(

@@ -63,18 +63,23 @@ def scan_endpoint(
 )
 def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
     state = app_state(request)
-    check_collection_name(body.target_collection)
-    source = body.collection or body.target_collection
-    check_collection_name(source)
     strategy = body.strategy or state.settings.restore.default_strategy
     config: dict[str, Any] = {
         "backup_id": backup_id_of_manifest(body.backup_file) or body.backup_file,
-        "collection": source,
-        "target_collection": body.target_collection,
         "strategy": strategy.value,
         "dry_run": body.dry_run,
+        "indexes": body.indexes,
         **(body.filters or RestoreFiltersIn()).op_config(),
     }
+    if body.target_collection is None or body.collections is not None:
+        for name in body.collections or []:
+            check_collection_name(name)
+        config.update(collections=body.collections or [], files=body.files)
+    else:
+        check_collection_name(body.target_collection)
+        source = body.collection or body.target_collection
+        check_collection_name(source)
+        config.update(collection=source, target_collection=body.target_collection)
     report, run_id = state.run_restoring_job(request, "restore_job", "restore_op", config)
     request.state.audit = {
         "backup_id": report.get("backup_id"),
@@ -82,13 +87,17 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
         "rollback_id": report.get("rollback_id"),
         "run_id": run_id,
     }
+    parts = list(report.get("collections", {}).values()) or [report]
+    checks = [c for p in parts for c in p.get("verification", [])]
+    if report.get("files"):
+        checks += report["files"]["verification"]
     return RestoreResult(
         report=jsonable(report),
         validation={
             "verified": report.get("verified"),
-            "checks": report.get("verification", []),
-            "invalid": report.get("invalid"),
-            "errors": report.get("errors", [])[:50],
+            "checks": checks,
+            "invalid": sum(p.get("invalid", 0) for p in parts),
+            "errors": [e for p in parts for e in p.get("errors", [])][:50],
         },
         run_id=run_id,
     )

@@ -28,7 +28,12 @@ from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
-from bmc_pipeline.engine.restore.chain import point_documents, resolve_chain, verify_chain
+from bmc_pipeline.engine.restore.chain import (
+    collections_at,
+    point_documents,
+    resolve_chain,
+    verify_chain,
+)
 from bmc_pipeline.engine.restore.files import FilesPlan, FilesRestoreReport, files_point
 from bmc_pipeline.engine.restore.filters import RestoreFilters
 from bmc_pipeline.engine.restore.indexes import (
@@ -184,6 +189,50 @@ class RestoreEngine:
                 legacy_documents=legacy_documents,
             )
         )
+
+    def restore_point(
+        self,
+        backup_id: str,
+        collections: list[str] | None = None,
+        *,
+        files_to: Path | None = None,
+        strategy: str | Strategy = Strategy.skip_duplicates,
+        filters: RestoreFilters | None = None,
+        dry_run: bool = False,
+        fail_fast: bool = False,
+        indexes: bool = True,
+    ) -> PointRestoreReport:
+        """Restore ``collections`` (None or empty: every one the point holds) and, with
+        ``files_to``, the files into that directory, all at one point under one rollback point."""
+        filters = filters or RestoreFilters()
+        names = collections or collections_at(
+            self.store, self.keyring, backup_id, filters.point_in_time
+        )
+        many = [
+            RestoreOptions(
+                backup_id=backup_id, collection=n, strategy=strategy,  # type: ignore[arg-type]
+                filters=filters, dry_run=dry_run, fail_fast=fail_fast, indexes=indexes,
+            )
+            for n in names
+        ]  # fmt: skip
+        request = None
+        if files_to is not None:
+            request = FilesRequest(backup_id, files_to, [], filters.point_in_time, dry_run)
+        return self.run_point(many, request)
+
+    def restore_files(
+        self,
+        backup_id: str,
+        target: Path,
+        patterns: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> FilesRestoreReport:
+        """Restore the files of a backup point into ``target`` (see :mod:`.files`)."""
+        request = FilesRequest(backup_id, target, list(patterns or []), None, dry_run)
+        files = self.run_point([], request).files
+        assert files is not None
+        return files
 
     def run(self, opts: RestoreOptions) -> RestoreReport:
         """Restore one collection; its report carries the rollback point's id."""
