@@ -14,7 +14,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.audit import current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_INVALID, EXIT_OK, BmcError
-from bmc_pipeline.engine.export import FORMATS, export_collection
+from bmc_pipeline.engine.export import FORMATS, export_collection, metadata_path
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.retention import delete_backup
 from bmc_pipeline.engine.store import check_backup_id
@@ -222,4 +222,6 @@ def export(settings: Settings, backup_id: str, collection: str, format: str, out
     ref = store.resolve(backup_id)
     n = export_collection(store, ref, d.keyring(), collection, format, Path(out))
     print(f"wrote {n} documents of {collection} from {ref.backup_id} to {out} ({format})")
+    if format == "bson":
+        print(f"  options and indexes in {metadata_path(Path(out))} (as mongodump writes them)")
     return EXIT_OK

@@ -15,7 +15,7 @@ import bson
 from bson import json_util
 
 from bmc_pipeline.engine.archive import ArchiveReader
-from bmc_pipeline.engine.atomic import atomic_write
+from bmc_pipeline.engine.atomic import atomic_write, write_atomic
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.manifest import Manifest
@@ -53,11 +53,26 @@ def export_collection(
     src = _open_archive(ref, manifest, collection)
     with src.open("rb") as fh, atomic_write(out_path, mode=0o644) as out:
         reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
-        if fmt == "bson":
-            for batch in reader.raw_batches():
-                out.write(batch)
-            return reader.stats.documents
-        return _write_ejson(out, manifest, collection, reader)
+        if fmt == "ejson":
+            return _write_ejson(out, manifest, collection, reader)
+        for batch in reader.raw_batches():
+            out.write(batch)
+    # beside the documents, what mongorestore reads to recreate the collection and its indexes
+    recorded = manifest.collections[collection].metadata
+    meta = {
+        "options": recorded.get("options", {}),
+        "indexes": recorded.get("indexes", []),
+        "collectionName": collection,
+        "type": "collection",
+    }
+    write_atomic(metadata_path(out_path), (json.dumps(meta, indent=2) + "\n").encode(), mode=0o644)
+    return reader.stats.documents
+
+
+def metadata_path(out_path: Path) -> Path:
+    """``conversations.bson`` -> ``conversations.metadata.json`` (mongodump's names)."""
+    stem = out_path.name[: -len(".bson")] if out_path.name.endswith(".bson") else out_path.name
+    return out_path.with_name(f"{stem}.metadata.json")
 
 
 _DECODE: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(

@@ -65,6 +65,10 @@ def test_full_backup_validates_and_exports_byte_identical_bson(
                      "--collection", "conversations", "--format", "bson", "--out", str(out)]) == 0  # fmt: skip
         exported = {bson.decode(d)["_id"]: d for d in _split(out.read_bytes())}
         assert exported == raw_docs(mongo_db, "conversations")
+        metadata = json.loads((tmp_path / "conversations.metadata.json").read_text())
+        names = {ix["name"] for ix in metadata["indexes"]}
+        assert {"_id_", "session_id_1", "updated_at_1"} <= names  # as mongorestore reads them
+        assert metadata["collectionName"] == "conversations"
         ej = tmp_path / "conversations.json"
         assert main(["--config", str(write_config(settings, tmp_path / "cfg.json")), "export", result.backup_id,
                      "--collection", "conversations", "--format", "ejson", "--out", str(ej)]) == 0  # fmt: skip
