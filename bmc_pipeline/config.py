@@ -153,9 +153,28 @@ class AlertSettings(_Strict):
     stale_full_hours: float = Field(default=24.0, gt=0)
     late_hours: float = Field(default=2.0, gt=0)
     min_free_percent: float = Field(default=10.0, ge=0, le=100)
+    # `status --check` and `doctor`: the Dagster daemon is down when its heartbeat is older
+    daemon_heartbeat_max_age_s: float = Field(default=300.0, gt=0)
     log_file: str = "logs/alerts.jsonl"
     email: SmtpSettings | None = None
     ui_url: str = "http://127.0.0.1:3000"
+
+
+class DrillSettings(_Strict):
+    """The daily restore drill (docs/RESTORE.md, "The restore drill")."""
+
+    schedule: str = "0 4 * * *"  # cron, UTC: after the 02:00 full and the 03:00 retention
+    # the scratch database the drill restores into; default "<mongodb.database>_drill"
+    database: str | None = None
+    log_file: str = "logs/drills.jsonl"
+    max_age_hours: float = Field(default=48.0, gt=0)  # `status --check` fails past this
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"drill.schedule {v!r} is not a five-field cron expression")
+        return v
 
 
 class RetentionSettings(_Strict):
@@ -248,6 +267,7 @@ class Settings(_Strict):
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    drill: DrillSettings = Field(default_factory=DrillSettings)
     # Secrets of the alert channels, from the environment only; never in repr or in a dump.
     smtp_password: str | None = Field(default=None, repr=False, exclude=True)
     slack_webhook_url: str | None = Field(default=None, repr=False, exclude=True)

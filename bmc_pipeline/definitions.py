@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from bmc_pipeline.assets import build_all_backup_assets, build_health_asset, build_retention_asset
+from bmc_pipeline.assets import (
+    build_all_backup_assets,
+    build_drill_asset,
+    build_health_asset,
+    build_retention_asset,
+)
 from bmc_pipeline.config import Settings, load_settings
 from bmc_pipeline.jobs import build_jobs
 from bmc_pipeline.resources import resources_from_settings
@@ -24,9 +29,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_all_backup_assets(settings),
             build_retention_asset(settings),
             build_health_asset(settings),
+            build_drill_asset(settings),
         ],
         jobs=jobs,
-        schedules=build_schedules({j.name: j for j in jobs}),
+        schedules=build_schedules(settings, {j.name: j for j in jobs}),
         sensors=build_sensors(settings),
         resources=resources_from_settings(settings),
     )

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.watchdog import backup_problems, collection_table
+from bmc_pipeline.jobs.history import daemon_health
 
 
 @dataclass
@@ -169,6 +172,38 @@ def _dagster(settings: Settings, checks: list[Check]) -> None:
         )
         return
     checks.append(Check("dagster", "ok", f"instance at {home}: {runs} run(s) recorded"))
+    with dg.DagsterInstance.get() as instance:
+        daemon = daemon_health(
+            instance, datetime.now(timezone.utc), settings.alerts.daemon_heartbeat_max_age_s
+        )
+    if daemon["running"]:
+        checks.append(Check("dagster daemon", "ok", f"heartbeat {daemon['heartbeat_age_s']} s ago"))
+    else:
+        checks.append(
+            Check(
+                "dagster daemon",
+                "warn",
+                f"not running: {daemon['why']}; schedules, sensors (alerts) and the drill stop",
+                "run 'dagster-daemon run' as a service (or cron the backups and "
+                "'bmc-backup status --check')",
+            )
+        )
+
+
+def _backup_ages(settings: Settings, ring: KeyRing | None, checks: list[Check]) -> None:
+    """How old each collection's newest full backup and newest backup point are."""
+    if ring is None:
+        return
+    now = datetime.now(timezone.utc)
+    d = Deployment(settings)
+    rows = collection_table(settings, d.store(), ring, now, [])
+    found = backup_problems(rows, settings, now)
+    if found:
+        checks.append(
+            Check("backup ages", "warn", "; ".join(found), "bmc-backup backup (and see 'status')")
+        )
+    else:
+        checks.append(Check("backup ages", "ok", f"{len(rows)} collection(s) backed up recently"))
 
 
 def _api(settings: Settings, checks: list[Check]) -> None:
@@ -269,6 +304,7 @@ def run_doctor(settings: Settings) -> dict[str, Any]:
     _remote(settings, checks)
     _mongodb(settings, checks)
     _dagster(settings, checks)
+    _backup_ages(settings, ring, checks)
     _api(settings, checks)
     _audit(settings, ring, checks)
     return {

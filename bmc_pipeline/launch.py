@@ -79,9 +79,10 @@ def _execute(
     server log) warnings and errors are shown.
     """
     dagster_home(settings)
-    job = build_definitions(settings).resolve_job_def(job_name)
     console = "CRITICAL" if launched_by.startswith("cli") else "WARNING"
     with dg.DagsterInstance.get() as instance:
+        # built inside the instance's context, which is where Dagster looks for its state storage
+        job = build_definitions(settings).resolve_job_def(job_name)
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,

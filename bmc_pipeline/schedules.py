@@ -1,5 +1,6 @@
 """Schedules: full backups daily at 02:00 UTC, incrementals every 6 hours (00, 06, 12, 18 UTC),
-retention daily at 03:00 UTC, the health dashboard hourly.
+retention daily at 03:00 UTC, the health dashboard hourly, the restore drill daily at 04:00 UTC
+(``drill.schedule``).
 
 They run as soon as the Dagster daemon runs (``DefaultScheduleStatus.RUNNING``): backups that wait
 for someone to switch them on are backups that do not happen. The jobs are in ``jobs/``.
@@ -11,8 +12,9 @@ from typing import Any
 
 import dagster as dg
 
+from bmc_pipeline.config import Settings
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
-from bmc_pipeline.jobs.maintenance import HEALTH_JOB, RETENTION_JOB
+from bmc_pipeline.jobs.maintenance import DRILL_JOB, HEALTH_JOB, RETENTION_JOB
 
 
 def _cron(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
@@ -25,7 +27,7 @@ def _cron(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
     )
 
 
-def build_schedules(jobs: dict[str, Any]) -> list[Any]:
+def build_schedules(settings: Settings, jobs: dict[str, Any]) -> list[Any]:
     """The schedules, given the backup jobs by name (partitioned schedules need the job itself).
 
     ``Any``: Dagster's types for asset jobs and their schedules are not all public at run time.
@@ -46,4 +48,5 @@ def build_schedules(jobs: dict[str, Any]) -> list[Any]:
         # an hour after the daily full, so that the day's new full is there before anything goes
         _cron("retention_daily", RETENTION_JOB, "0 3 * * *"),
         _cron("health_hourly", HEALTH_JOB, "0 * * * *"),
+        _cron("drill_daily", DRILL_JOB, settings.drill.schedule),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 
 import click
 
@@ -17,9 +18,10 @@ from bmc_pipeline.cli.options import (
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import new_key_text, write_key_file
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import EXIT_CHECKS_FAILED, EXIT_OK
+from bmc_pipeline.engine.errors import EXIT_CHECKS_FAILED, EXIT_NOT_VERIFIED, EXIT_OK
 from bmc_pipeline.engine.health import health_markdown
 from bmc_pipeline.engine.retention import RetentionPolicy, rotate
+from bmc_pipeline.engine.watchdog import problems, prometheus
 from bmc_pipeline.jobs.history import health_now
 
 commands = Commands()
@@ -94,15 +96,42 @@ def rotate_backups(settings: Settings, dry_run: bool, json: bool) -> int:
     return EXIT_OK
 
 
-@commands("status", help="backup health: success rates, storage, restores, alerts")
+@commands(
+    "status",
+    help="backup health: per collection, success rates, storage, restores, drills, the daemon, "
+    "alerts; --check exits 1 when anything is wrong (for cron, systemd timers, monitoring)",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="exit 1 and say why when a backup is too old, the last drill failed or is too old, the "
+    "Dagster daemon is not running, or alerts are open",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "prometheus"]),
+    default="text",
+    help="prometheus: metrics for node_exporter's textfile collector",
+)
 @json_option
-def status(settings: Settings, json: bool) -> int:
+def status(settings: Settings, check: bool, fmt: str, json: bool) -> int:
     h = health_now(settings)
-    if json:
+    found = problems(h, settings, datetime.fromisoformat(h["at"]))
+    h["problems"] = found
+    if fmt == "prometheus":
+        print(prometheus(h, found), end="")
+    elif json:
         print_json(h)
+    elif check:
+        for p in found:
+            print(f"PROBLEM {p}")
+        print("all is well" if not found else f"{len(found)} problem(s)")
     else:
         print(health_markdown(h))
-    return EXIT_OK
+        for p in found:
+            print(f"- problem: {p}")
+    return EXIT_CHECKS_FAILED if check and found else EXIT_OK
 
 
 @commands("doctor", help="check key, permissions, space, MongoDB, Dagster, API")
@@ -130,3 +159,31 @@ def demo(settings: Settings, conversations: int) -> int:
     return run_demo(
         settings, conversations=conversations, config_path=config_path(click.get_current_context())
     )
+
+
+@commands("drill", help="restore everything into a scratch database now and verify it")
+@json_option
+def drill(settings: Settings, json: bool) -> int:
+    from bmc_pipeline.engine.drill import run_drill
+
+    d = Deployment(settings)
+    db = d.database()
+    report = run_drill(
+        settings, db.client, d.store(), d.keyring(), notifier=d.notifier(), log=say(json)
+    )
+    if json:
+        print_json(report.as_dict())
+        return EXIT_OK if report.ok else EXIT_NOT_VERIFIED
+    print(f"drill into {report.scratch_database}: {'passed' if report.ok else 'FAILED'}")
+    for name, c in report.collections.items():
+        mark = "ok  " if c.verified else "FAIL"
+        print(f"  {mark} {name:>14}: {c.documents} documents in {c.seconds} s ({c.docs_per_s} docs/s)"
+              f" from {c.backup_id}")  # fmt: skip
+        for p in c.problems:
+            print(f"       {p}")
+    if report.files_verified is not None:
+        print(f"  {'ok  ' if report.files_verified else 'FAIL'} {'files':>14}: {report.files}")
+    if report.error:
+        print(f"  error: {report.error}")
+    print(f"  restore time (RTO): {report.rto_s} s for {report.documents} documents")
+    return EXIT_OK if report.ok else EXIT_NOT_VERIFIED

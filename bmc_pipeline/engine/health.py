@@ -207,6 +207,34 @@ def health_markdown(h: dict[str, Any]) -> str:
         f"| open alerts | {len(h['open_alerts'])} |",
         "",
     ]
+    daemon = h.get("daemon")
+    if daemon is not None:
+        state = "running" if daemon["running"] else f"NOT RUNNING: {daemon.get('why')}"
+        lines[-1:-1] = [f"| Dagster daemon | {state} |"]
+    drill = h.get("last_drill")
+    if "last_drill" in h:
+        said = (
+            "never"
+            if drill is None
+            else (f"{drill['at']}: {'passed' if drill['ok'] else 'FAILED'}, {drill['rto_s']} s")
+        )
+        lines[-1:-1] = [f"| last restore drill | {said} |"]
+    if h.get("collections"):
+        lines += [
+            "## Collections",
+            "",
+            "| collection | last full | last incremental | age | documents | recoverable until | last drill |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in h["collections"]:
+            age = "never" if r["age_s"] is None else f"{r['age_s'] / 3600:.1f} h"
+            drilled = {None: "never", True: "ok", False: "FAILED"}[r["last_drill_ok"]]
+            lines.append(
+                f"| {r['collection']} | {r['last_full'] or 'never'} | {r['last_incremental'] or 'never'} "
+                f"| {age} | {r['documents'] if r['documents'] is not None else ''} "
+                f"| {r['recoverable_until'] or ''} | {drilled} |"
+            )
+        lines.append("")
     if h["open_alerts"]:
         lines += [
             "## Open alerts",

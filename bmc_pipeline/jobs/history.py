@@ -15,7 +15,9 @@ import dagster as dg
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
+from bmc_pipeline.engine.drill import drill_history
 from bmc_pipeline.engine.health import RunRecord, health_report
+from bmc_pipeline.engine.watchdog import collection_table
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 
 INSTANCE_CONFIG = """\
@@ -58,11 +60,46 @@ def backup_run_history(instance: dg.DagsterInstance, since: datetime) -> list[Ru
     return out
 
 
+# The daemons whose silence stops backups (schedules) and alerts (sensors).
+WATCHED_DAEMONS = ("SCHEDULER", "SENSOR")
+
+
+def daemon_health(instance: dg.DagsterInstance, now: datetime, max_age_s: float) -> dict[str, Any]:
+    """Whether the Dagster daemon is alive, from the heartbeats it writes into the instance."""
+    beats = instance.get_daemon_heartbeats()
+    ages = {
+        t: round(now.timestamp() - beats[t].timestamp, 1) for t in WATCHED_DAEMONS if t in beats
+    }
+    missing = [t for t in WATCHED_DAEMONS if t not in ages]
+    stale = {t: a for t, a in ages.items() if a > max_age_s}
+    why = None
+    if missing and not ages:
+        why = "it has never run against this instance (start 'dagster-daemon run')"
+    elif missing:
+        why = f"no heartbeat from {', '.join(missing)}"
+    elif stale:
+        why = ", ".join(f"{t} last seen {a:.0f} s ago" for t, a in stale.items())
+    return {
+        "running": why is None,
+        "heartbeat_age_s": max(ages.values()) if ages else None,
+        "heartbeats": ages,
+        **({"why": f"{why} (alerts.daemon_heartbeat_max_age_s {max_age_s:g} s)"} if why else {}),
+    }
+
+
 def health_now(settings: Settings) -> dict[str, Any]:
-    """The health report at this moment, with the last 30 days of backup runs from Dagster."""
+    """The health report at this moment: backup runs of the last 30 days and the daemon from
+    Dagster, a row per collection, and the last restore drill."""
     dagster_home(settings)
     now = datetime.now(timezone.utc)
     with dg.DagsterInstance.get() as instance:
         runs = backup_run_history(instance, now - timedelta(days=30))
+        daemon = daemon_health(instance, now, settings.alerts.daemon_heartbeat_max_age_s)
     d = Deployment(settings)
-    return health_report(settings, d.store(), d.keyring(), runs, now)
+    store, keyring = d.store(), d.keyring()
+    report = health_report(settings, store, keyring, runs, now)
+    drills = drill_history(settings)
+    report["collections"] = collection_table(settings, store, keyring, now, drills)
+    report["last_drill"] = drills[-1] if drills else None
+    report["daemon"] = daemon
+    return report

@@ -1,4 +1,4 @@
-"""The maintenance jobs: retention (the ``backups/retention`` asset) and the health dashboard."""
+"""The maintenance jobs: retention, the health dashboard and the restore drill (one asset each)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dagster as dg
 
 RETENTION_JOB = "retention_job"
 HEALTH_JOB = "health_job"
+DRILL_JOB = "drill_job"
 
 
 def _asset_job(name: str, key: list[str], tags: dict[str, str]) -> dg.UnresolvedAssetJobDefinition:
@@ -19,4 +20,5 @@ def build_maintenance_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
     return [
         _asset_job(RETENTION_JOB, ["backups", "retention"], {"bmc/operation": "retention"}),
         _asset_job(HEALTH_JOB, ["backups", "health"], {}),
+        _asset_job(DRILL_JOB, ["backups", "drill"], {"bmc/operation": "drill"}),
     ]

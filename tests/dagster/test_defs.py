@@ -24,7 +24,7 @@ from tests.support import ROOT, make_settings, unreachable, write_config
 PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files", "backup_set")
 EXPECTED_ASSET_KEYS = sorted(
     [f"backups/{t}/{name}" for t in ("full", "incremental") for name in PARTS]
-    + ["backups/retention", "backups/health"]
+    + ["backups/retention", "backups/health", "backups/drill"]
 )
 
 
@@ -37,9 +37,11 @@ def test_definitions_load_and_every_job_and_schedule_resolves(mock_settings: Set
         "restore_job",
         "rollback_job",
         "scan_job",
+        "drill_job",
     ):
         assert defs.resolve_job_def(name) is not None
-    for sched in ("full_backup_daily", "incremental_backup_6h", "retention_daily", "health_hourly"):
+    for sched in ("full_backup_daily", "incremental_backup_6h", "retention_daily", "health_hourly",
+                  "drill_daily"):  # fmt: skip
         assert defs.resolve_schedule_def(sched).default_status == dg.DefaultScheduleStatus.RUNNING
 
 

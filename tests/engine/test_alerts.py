@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.sensors import build_sensors
 from tests.support import make_settings, unreachable
+from tests.support.receivers import webhook_server
 
 ALERT = Alert(
     key="stale:conversations", severity="critical",
@@ -62,28 +61,10 @@ def smtp() -> Iterator[tuple[int, _Inbox]]:
         controller.stop()
 
 
-def _webhook_server() -> tuple[ThreadingHTTPServer, list[dict[str, Any]]]:
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, received
-
-
 @pytest.fixture
 def webhooks() -> Iterator[tuple[str, list[dict[str, Any]], str, list[dict[str, Any]]]]:
-    slack, slack_in = _webhook_server()
-    discord, discord_in = _webhook_server()
+    slack, slack_in = webhook_server()
+    discord, discord_in = webhook_server()
     try:
         yield (
             f"http://127.0.0.1:{slack.server_port}/hook", slack_in,

@@ -201,6 +201,7 @@ class RestoreEngine:
         dry_run: bool = False,
         fail_fast: bool = False,
         indexes: bool = True,
+        rollback_point: bool = True,
     ) -> PointRestoreReport:
         """Restore ``collections`` (None or empty: every one the point holds) and, with
         ``files_to``, the files into that directory, all at one point under one rollback point."""
@@ -218,7 +219,7 @@ class RestoreEngine:
         request = None
         if files_to is not None:
             request = FilesRequest(backup_id, files_to, [], filters.point_in_time, dry_run)
-        return self.run_point(many, request)
+        return self.run_point(many, request, rollback_point=rollback_point)
 
     def restore_files(
         self,
@@ -240,7 +241,11 @@ class RestoreEngine:
         return report
 
     def run_point(
-        self, many: list[RestoreOptions], files: FilesRequest | None = None
+        self,
+        many: list[RestoreOptions],
+        files: FilesRequest | None = None,
+        *,
+        rollback_point: bool = True,
     ) -> PointRestoreReport:
         """Restore several collections (and the files) at one point, under one rollback point.
 
@@ -275,13 +280,15 @@ class RestoreEngine:
                 point.duration_s = time.monotonic() - started
                 return point
             t = time.monotonic()
-            rid = publish_rollback(
-                self.settings, self.store, self.keyring,
-                [CollectionChange(p.coll, p.plan, p.report, p.before) for p in planned],
-                restore_of=point.backup_id,
-                files=files_plan.save_current() if files_plan else None,
-            )  # fmt: skip
-            self.log(f"rollback backup {rid} published; now writing")
+            rid = None
+            if rollback_point:  # a drill into a scratch database has nothing to undo
+                rid = publish_rollback(
+                    self.settings, self.store, self.keyring,
+                    [CollectionChange(p.coll, p.plan, p.report, p.before) for p in planned],
+                    restore_of=point.backup_id,
+                    files=files_plan.save_current() if files_plan else None,
+                )  # fmt: skip
+                self.log(f"rollback backup {rid} published; now writing")
             point.rollback_id = rid
             for p in planned:
                 p.report.rollback_id = rid
