@@ -155,6 +155,9 @@ class AlertSettings(_Strict):
     min_free_percent: float = Field(default=10.0, ge=0, le=100)
     # `status --check` and `doctor`: the Dagster daemon is down when its heartbeat is older
     daemon_heartbeat_max_age_s: float = Field(default=300.0, gt=0)
+    # the daily report through every channel (cron, UTC), so silence is never taken for health;
+    # null turns it off
+    daily_report: str | None = "0 7 * * *"
     log_file: str = "logs/alerts.jsonl"
     email: SmtpSettings | None = None
     ui_url: str = "http://127.0.0.1:3000"

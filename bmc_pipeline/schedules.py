@@ -15,6 +15,7 @@ import dagster as dg
 from bmc_pipeline.config import Settings
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 from bmc_pipeline.jobs.maintenance import DRILL_JOB, HEALTH_JOB, RETENTION_JOB
+from bmc_pipeline.jobs.report import DAILY_REPORT_JOB
 
 
 def _cron(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
@@ -49,4 +50,9 @@ def build_schedules(settings: Settings, jobs: dict[str, Any]) -> list[Any]:
         _cron("retention_daily", RETENTION_JOB, "0 3 * * *"),
         _cron("health_hourly", HEALTH_JOB, "0 * * * *"),
         _cron("drill_daily", DRILL_JOB, settings.drill.schedule),
+        *(
+            [_cron("daily_report", DAILY_REPORT_JOB, settings.alerts.daily_report)]
+            if settings.alerts.daily_report
+            else []
+        ),
     ]

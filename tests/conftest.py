@@ -145,3 +145,17 @@ def full_backup(
 
 def which_go() -> str | None:
     return shutil.which("go")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dagster_state_storage() -> Iterator[None]:
+    """Each test starts without a Dagster state storage left in context by an earlier one.
+
+    Dagster keeps the state storage of the instance last entered in a context variable, and an
+    instance entered twice (``instance_for_test`` plus ``execute_in_process``) is not reset on
+    exit; a later test would then find the storage of a temporary instance already deleted.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

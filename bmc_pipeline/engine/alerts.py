@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
-SEVERITY_ICON = {"critical": "🔴", "warning": "🟠", "resolved": "✅"}
+SEVERITY_ICON = {"critical": "🔴", "warning": "🟠", "resolved": "✅", "info": "📋"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Alert:
     """One thing a person should know about: an incident opening or resolving."""
 
     key: str  # identifies the incident, e.g. "stale:conversations"
-    severity: str  # critical | warning | resolved
+    severity: str  # critical | warning | resolved | info (the daily report)
     title: str
     text: str
     collection: str | None = None

@@ -180,7 +180,7 @@ def health_report(
     for rec in timeline:
         if rec["severity"] == "resolved":
             state.pop(rec["key"], None)
-        elif not rec["key"].startswith("run:"):
+        elif not rec["key"].startswith("run:") and rec["severity"] != "info":
             state[rec["key"]] = rec
     report["open_alerts"] = [{"key": k, "severity": v["severity"], "title": v["title"], "since": v["at"]}
                              for k, v in sorted(state.items())]  # fmt: skip

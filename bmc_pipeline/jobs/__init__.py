@@ -10,6 +10,7 @@ import dagster as dg
 from bmc_pipeline.config import Settings
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES, build_backup_jobs
 from bmc_pipeline.jobs.maintenance import build_maintenance_jobs
+from bmc_pipeline.jobs.report import build_report_job
 from bmc_pipeline.jobs.restore import build_restore_jobs
 from bmc_pipeline.jobs.scan import build_scan_job
 
@@ -22,6 +23,7 @@ def build_jobs(
         *build_maintenance_jobs(),
         *build_restore_jobs(settings),
         build_scan_job(settings),
+        build_report_job(settings),
     ]
 
 

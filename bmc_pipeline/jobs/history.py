@@ -88,13 +88,17 @@ def daemon_health(instance: dg.DagsterInstance, now: datetime, max_age_s: float)
 
 
 def health_now(settings: Settings) -> dict[str, Any]:
-    """The health report at this moment: backup runs of the last 30 days and the daemon from
-    Dagster, a row per collection, and the last restore drill."""
+    """The health report at this moment, from the local instance (the command line, the API)."""
     dagster_home(settings)
-    now = datetime.now(timezone.utc)
     with dg.DagsterInstance.get() as instance:
-        runs = backup_run_history(instance, now - timedelta(days=30))
-        daemon = daemon_health(instance, now, settings.alerts.daemon_heartbeat_max_age_s)
+        return health_at(settings, instance, datetime.now(timezone.utc))
+
+
+def health_at(settings: Settings, instance: dg.DagsterInstance, now: datetime) -> dict[str, Any]:
+    """The health report: backup runs of the last 30 days and the daemon from Dagster, a row per
+    collection, the last restore drill."""
+    runs = backup_run_history(instance, now - timedelta(days=30))
+    daemon = daemon_health(instance, now, settings.alerts.daemon_heartbeat_max_age_s)
     d = Deployment(settings)
     store, keyring = d.store(), d.keyring()
     report = health_report(settings, store, keyring, runs, now)

@@ -29,6 +29,32 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def step_errors(context: dg.RunFailureSensorContext) -> list[str]:
+    """What made each step fail: the innermost error's message (Dagster's own wrappers say only
+    that the step failed), so the alert names the file, backup or collection involved."""
+    out = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            out.append(error.message.strip())
+    return out
+
+
+def failed_integrity_checks(context: dg.RunFailureSensorContext) -> list[str]:
+    """The messages of a failed run's step failures that are failed blocking integrity checks."""
+    out = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        while error is not None:
+            if error.cls_name == "DagsterAssetCheckFailedError":
+                out.append(error.message.strip())
+                break
+            error = error.cause
+    return out
+
+
 def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorDefinition]:
     deployment = Deployment(settings)
 
@@ -69,13 +95,19 @@ def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorD
     def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
         operation = run.tags.get("bmc/operation", "")
+        causes = step_errors(context)
+        error = "; ".join(causes) or context.failure_event.message or "the run failed"
         if operation == "backup":
-            title = f"backup run failed: {run.job_name}"
+            checks = failed_integrity_checks(context)
+            if checks:  # written, but it does not read back: the backup cannot be trusted
+                title = f"integrity check failure: {run.job_name}"
+                error = "; ".join(checks)
+            else:
+                title = f"backup run failed: {run.job_name}"
         elif operation in ("restore", "scan", "retention"):
             title = f"recovery operation failure: {run.job_name}"
         else:
-            return  # not one of ours
-        error = context.failure_event.message or "the run failed"
+            return  # not one of ours (the drill alerts by itself, with what failed)
         deployment.notifier().send(
             Alert(
                 key=f"run:{run.run_id}",

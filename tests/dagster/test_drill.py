@@ -65,3 +65,28 @@ def test_the_drill_refuses_to_use_the_live_database(mock_settings: Settings) -> 
     drill = mock_settings.drill.model_copy(update={"database": mock_settings.mongodb.database})
     with pytest.raises(ConfigError, match="live database"):
         scratch_name(mock_settings.model_copy(update={"drill": drill}))
+
+
+def test_the_daily_report_reaches_a_real_receiver_and_says_what_is_at_risk(
+    mock_settings: Settings, full_backup: BackupResult
+) -> None:
+    server, received = webhook_server()
+    settings = mock_settings.model_copy(
+        update={"slack_webhook_url": f"http://127.0.0.1:{server.server_port}/hook"}
+    )
+    defs = build_definitions(settings)
+    assert defs.resolve_schedule_def("daily_report").cron_schedule == "0 7 * * *"
+    try:
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("daily_report_job").execute_in_process(instance=instance)
+    finally:
+        server.shutdown()
+    assert result.success
+    (message,) = received
+    text = message["text"]
+    assert text.startswith("*📋 [INFO] daily backup report:")
+    assert "quotes: newest point" in text and "last full" in text
+    assert "Risk: no restore drill has run yet" in text  # the drill never ran here
+    off = settings.alerts.model_copy(update={"daily_report": None})
+    quiet = build_definitions(settings.model_copy(update={"alerts": off}))
+    assert "daily_report" not in {s.name for s in quiet.schedules or []}

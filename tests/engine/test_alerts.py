@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.definitions import build_definitions
 from bmc_pipeline.devdb import free_port
 from bmc_pipeline.engine.alerts import (
     Alert,
@@ -23,6 +24,7 @@ from bmc_pipeline.engine.alerts import (
     SlackChannel,
     SmtpChannel,
 )
+from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
@@ -208,3 +210,66 @@ def test_a_failed_backup_run_produces_the_critical_alert(
         alert["severity"] == "critical" and alert["title"] == "backup run failed: full_backup_job"
     )
     assert alert["run_url"].endswith(result.run_id)
+
+
+def _failure_alerts(
+    settings: Settings, job: Any, instance: Any, **run: Any
+) -> list[dict[str, Any]]:
+    """Run ``job`` (it must fail), feed its failure to run_failure_alerts, return the alert log."""
+    result = job.execute_in_process(instance=instance, raise_on_error=False, **run)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    dagster_run = instance.get_run_by_id(result.run_id)
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts", dagster_event=failure, dagster_instance=instance,
+        dagster_run=dagster_run,
+    ).for_run_failure()  # fmt: skip
+    (_, on_failure) = build_sensors(settings)
+    on_failure(ctx)
+    log = settings.path(settings.alerts.log_file)
+    return [json.loads(x) for x in log.read_text().splitlines()]
+
+
+def _flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_backup_that_does_not_read_back_sends_the_integrity_check_failure(
+    mock_settings: Settings, seeded: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive is damaged between writing and the blocking check, as a bad disk would."""
+    import bmc_pipeline.assets.backups as assets
+
+    real = assets.validate_backup
+
+    def after_a_bad_disk(store: Any, ref: Any, keyring: Any, **kw: Any) -> Any:
+        _flip_a_bit(next(ref.payload_dir.glob("quotes.*")))
+        return real(store, ref, keyring, **kw)
+
+    monkeypatch.setattr(assets, "validate_backup", after_a_bad_disk)
+    job = build_definitions(mock_settings).resolve_job_def("full_backup_job")
+    with dg.instance_for_test() as instance:
+        alerts = _failure_alerts(mock_settings, job, instance, partition_key="2026-11-25")
+    (alert,) = alerts
+    assert alert["severity"] == "critical"
+    assert alert["title"] == "integrity check failure: full_backup_job"
+    assert "archive_integrity" in alert["text"] and "quotes" in alert["text"]
+
+
+def test_a_restore_that_fails_sends_the_recovery_operation_failure(
+    mock_settings: Settings, mock_db: Any, full_backup: Any
+) -> None:
+    _flip_a_bit(full_backup.ref.payload_dir / f"conversations{ARCHIVE_SUFFIX}")
+    mock_db.drop_collection("conversations")
+    job = build_definitions(mock_settings).resolve_job_def("restore_job")
+    config = {"backup_id": full_backup.backup_id, "collection": "conversations", "dry_run": False}
+    with dg.instance_for_test() as instance:
+        alerts = _failure_alerts(
+            mock_settings, job, instance, run_config={"ops": {"restore_op": {"config": config}}}
+        )
+    (alert,) = alerts
+    assert alert["title"] == "recovery operation failure: restore_job"
+    assert "does not authenticate" in alert["text"] or "checksum" in alert["text"]
+    assert mock_db["conversations"].count_documents({}) == 0  # nothing written

@@ -695,3 +695,22 @@ def test_a_worker_that_dies_costs_only_the_file_that_killed_it(
     assert all(files[f"backup_{n}.json"].conversations == 2 for n in "ABCDEF")
     assert all(files[f"backup_{n}.json"].error is None for n in "ABCDEF")
     assert report.summary["conversations_found"] == 12
+
+
+def test_every_stored_document_is_checked_against_its_schema_and_damaged_ones_named(
+    settings: Settings, mongo_db: Any
+) -> None:
+    """One streaming pass over all of a collection, not its first 200 documents."""
+    from bmc_pipeline.engine.scanner import scan_settings
+
+    good = [{"_id": ObjectId(), **conv(f"ok{i}", with_id=False)} for i in range(260)]
+    broken = {**conv("late"), "_id": ObjectId(b"late-broken!"), "messages": "not a list"}
+    missing = {k: v for k, v in conv("nosession").items() if k != "session_id"}  # a distinct _id
+    mongo_db["conversations"].insert_many([*good, broken, missing])
+    report = scan_settings(settings, source="mongodb", collection="conversations", db=mongo_db)
+    c = report.mongodb["conversations"]
+    assert c["checked"] == 262 and c["damaged"] == 2
+    by_id = {d["_id"]: d["reason"] for d in c["damaged_ids"]}
+    assert by_id[str(broken["_id"])] == "field 'messages' is not of type array"
+    assert by_id[str(missing["_id"])] == "missing required field 'session_id'"
+    assert any("fail their collection's required_fields" in r for r in report.recommendations)

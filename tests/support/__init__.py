@@ -30,6 +30,7 @@ def make_settings(tmp_path: Path, uri: str, database: str, key: Key, **env: str)
     return s.model_copy(
         update={
             "alerts": s.alerts.model_copy(update={"log_file": str(tmp_path / "alerts.jsonl")}),
+            "drill": s.drill.model_copy(update={"log_file": str(tmp_path / "drills.jsonl")}),
             "scanner": s.scanner.model_copy(update={"output_dir": str(tmp_path / "reports")}),
             "audit": s.audit.model_copy(update={"path": str(tmp_path / "audit.log")}),
             "api": s.api.model_copy(update={"tokens_file": str(tmp_path / "api_tokens.json")}),

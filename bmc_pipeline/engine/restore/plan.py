@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -23,11 +23,12 @@ from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveSt
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import BmcError
-from bmc_pipeline.engine.rawbson import TYPE_BYTES, datetime_ms, decode_id, id_element, top_level
+from bmc_pipeline.engine.rawbson import datetime_ms, decode_id, id_element, top_level
 from bmc_pipeline.engine.restore.filters import RestoreFilters
 from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import CODEC, Log, fetch_current
+from bmc_pipeline.engine.schema import invalid_reason
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.vocabulary import Strategy
 
@@ -71,19 +72,6 @@ class PlanFiles:
             return
         with path.open("rb") as fh:
             yield from ArchiveReader(fh, self.keyring, name=name).documents()
-
-
-def invalid_reason(raw: bytes, required: Mapping[str, str]) -> str | None:
-    """Why a document fails the collection's ``required_fields``, or None."""
-    if not required:
-        return None
-    fields = top_level(raw)
-    for name, type_name in required.items():
-        if name not in fields:
-            return f"missing required field {name!r}"
-        if fields[name][0] not in TYPE_BYTES[type_name]:
-            return f"field {name!r} is not of type {type_name}"
-    return None
 
 
 class Quarantine:

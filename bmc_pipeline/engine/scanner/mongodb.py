@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -14,8 +15,11 @@ import bson
 import bson.errors
 from bson import json_util
 
-from bmc_pipeline.engine.rawbson import BSON_REFUSES
+from bmc_pipeline.engine.archive import bson_documents
+from bmc_pipeline.engine.mongo import raw_batches
+from bmc_pipeline.engine.rawbson import BSON_REFUSES, decode_id, id_element, top_level
 from bmc_pipeline.engine.scanner.form import conversation_key
+from bmc_pipeline.engine.schema import invalid_reason
 
 _EMAIL = re.compile(r"([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
 
@@ -52,10 +56,44 @@ def mask(value: Any, sensitive: set[str], key: str = "") -> Any:
     return _PHONE.sub(lambda m: _keep_last_two(m.group()), _EMAIL.sub(r"\1***@\2", value))
 
 
+LISTED_DAMAGED = 100  # ids of documents failing the schema listed per collection (all counted)
+
+
+def _schema_pass(coll: Any, required: Mapping[str, str]) -> dict[str, Any]:
+    """One streaming pass over every document: field presence, and the ids of those that fail
+    the collection's ``required_fields``, with why."""
+    presence: dict[str, int] = {}
+    damaged: list[dict[str, str]] = []
+    seen = bad = 0
+    for batch in raw_batches(coll):
+        for raw in bson_documents(batch, where=f"collection {coll.name}"):
+            seen += 1
+            for k in top_level(raw):
+                presence[k] = presence.get(k, 0) + 1
+            reason = invalid_reason(raw, required)
+            if reason:
+                bad += 1
+                if len(damaged) < LISTED_DAMAGED:
+                    damaged.append({"_id": str(decode_id(id_element(raw))), "reason": reason})
+    return {
+        "checked": seen,
+        "damaged": bad,
+        "damaged_ids": damaged,
+        "field_presence": {k: round(v / seen, 3) for k, v in sorted(presence.items())}
+        if seen
+        else {},
+    }
+
+
 def scan_mongodb(
-    db: Any, collections: dict[str, str | None], sensitive: set[str], samples: int
+    db: Any,
+    collections: dict[str, str | None],
+    sensitive: set[str],
+    samples: int,
+    schemas: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Per collection: count, time range, field presence, masked samples (read-only)."""
+    """Per collection: count, time range, every document checked against its schema (field
+    presence, damaged documents by id), masked samples (read-only)."""
 
     def one(name: str, ts: str | None) -> dict[str, Any]:
         coll = db[name]
@@ -66,14 +104,8 @@ def scan_mongodb(
             out["time_field"] = ts
             out["oldest"] = lo[ts].isoformat() if lo and isinstance(lo.get(ts), datetime) else None
             out["newest"] = hi[ts].isoformat() if hi and isinstance(hi.get(ts), datetime) else None
-        presence: dict[str, int] = {}
-        docs = list(coll.find({}).limit(200))
-        for d in docs:
-            for k in d:
-                presence[k] = presence.get(k, 0) + 1
-        out["field_presence"] = (
-            {k: round(v / len(docs), 3) for k, v in sorted(presence.items())} if docs else {}
-        )
+        out.update(_schema_pass(coll, (schemas or {}).get(name, {})))
+        docs = list(coll.find({}).limit(samples))
         out["samples"] = [
             json.loads(
                 json_util.dumps(mask(d, sensitive), json_options=json_util.RELAXED_JSON_OPTIONS)
@@ -85,9 +117,6 @@ def scan_mongodb(
     with ThreadPoolExecutor(max_workers=min(4, max(1, len(collections)))) as pool:
         futures = {n: pool.submit(one, n, ts) for n, ts in collections.items()}
         return {n: f.result() for n, f in futures.items()}
-
-
-# what bson.encode raises for a value BSON cannot hold (a lone surrogate, an integer beyond 64 bits)
 
 
 def _storable(value: Any) -> bool:

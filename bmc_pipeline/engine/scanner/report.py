@@ -120,6 +120,14 @@ def analyse(
             f"{len(errors)} file(s) could not be read completely (see 'files'); conversations before "
             "the damage were kept where possible. Keep the originals until recovery is verified."
         )
+    damaged = {n: c["damaged"] for n, c in report.mongodb.items() if c.get("damaged")}
+    if damaged:
+        said = ", ".join(f"{n}: {k}" for n, k in damaged.items())
+        recs.append(
+            f"documents in MongoDB fail their collection's required_fields ({said}; ids under "
+            "mongodb.<collection>.damaged_ids): restore them from a backup with --session-id or "
+            "--query, or mend them"
+        )
     if coll is None and unique:
         recs.append(
             f"MongoDB was not consulted: scan with --source all to learn which of the "
@@ -157,14 +165,20 @@ def markdown(report: ScanReport) -> str:
         lines += [
             "## MongoDB",
             "",
-            "| collection | documents | oldest | newest |",
-            "|---|---|---|---|",
+            "| collection | documents | oldest | newest | failing the schema |",
+            "|---|---|---|---|---|",
         ]
         for name, c in report.mongodb.items():
             lines.append(
-                f"| {name} | {c['count']} | {c.get('oldest') or ''} | {c.get('newest') or ''} |"
+                f"| {name} | {c['count']} | {c.get('oldest') or ''} | {c.get('newest') or ''} "
+                f"| {c.get('damaged', 0)} |"
             )
         lines.append("")
+        for name, c in report.mongodb.items():
+            if c.get("damaged_ids"):
+                lines += [f"Failing the schema in {name}:", ""]
+                lines += [f"- `{d['_id']}`: {d['reason']}" for d in c["damaged_ids"]]
+                lines.append("")
     if report.files:
         lines += [
             "## Files",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def scan(
     collections: dict[str, str | None],
     conversations_collection: str = "conversations",
     sensitive: set[str] | None = None,
+    schemas: Mapping[str, Mapping[str, str]] | None = None,
     samples: int = 3,
     workers: int = 2,
     date_fields: frozenset[str] = frozenset({"created_at", "updated_at"}),
@@ -86,7 +88,7 @@ def scan(
             report.files = [fr for fr in slots if fr is not None]
         if db is not None and collections:
             log(f"scanning MongoDB collections: {', '.join(collections)}")
-            report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples)
+            report.mongodb = scan_mongodb(db, collections, sensitive or set(), samples, schemas)
         if root is None:
             nothing_found = not_scanned or (
                 "files were not scanned: scan with --source all (or filesystem) to look for "
@@ -168,6 +170,7 @@ def scan_settings(
         patterns=sc.patterns,
         db=db if source in (Source.mongodb, Source.all) else None,
         collections={n: _time_field(settings, n) for n in names},
+        schemas={n: settings.collection(n).required_fields for n in names},
         sensitive=set(sc.sensitive_fields),
         samples=sc.samples,
         workers=sc.workers,
