@@ -154,21 +154,39 @@ def push(settings: Settings, backup_id: tuple[str, ...], all: bool, json: bool) 
     return EXIT_OK
 
 
-@commands("pull", help="fetch a backup from the remote store and validate it")
-@click.argument("backup_id")
+@commands(
+    "pull",
+    help="fetch a backup (or with --all every one not here) from the remote store and validate it",
+)
+@click.argument("backup_id", required=False)
+@click.option("--all", "all", is_flag=True, help="every remote backup not here (a new machine)")
 @json_option
-def pull(settings: Settings, backup_id: str, json: bool) -> int:
+def pull(settings: Settings, backup_id: str | None, all: bool, json: bool) -> int:
     remote = remote_of(settings)
     d = Deployment(settings)
     store, keyring = d.store(), d.keyring()
-    ref = remote.pull(store, backup_id, keyring)
-    report = validate_backup(store, ref, keyring, blobs=d.blobs(keyring))
-    if json:
-        print_json({"backup_id": ref.backup_id, "path": str(ref.manifest_path), **report.as_dict()})
+    if all:
+        here = {r.backup_id for r in store.refs()}
+        ids = [b for b in remote.backup_ids() if b not in here]
+    elif backup_id:
+        ids = [backup_id]
     else:
-        state = "valid" if report.ok else "INVALID: " + "; ".join(report.errors)
-        print(f"fetched {ref.backup_id} from {remote.url} into {store.root}: {state}")
-    return EXIT_OK if report.ok else EXIT_INVALID
+        raise BmcError("give a backup id ('bmc-backup list --remote' shows them), or --all")
+    rows = []
+    for bid in ids:
+        ref = remote.pull(store, bid, keyring)
+        report = validate_backup(store, ref, keyring, blobs=d.blobs(keyring))
+        rows.append(
+            {"backup_id": ref.backup_id, "path": str(ref.manifest_path), **report.as_dict()}
+        )
+        if not json:
+            state = "valid" if report.ok else "INVALID: " + "; ".join(report.errors)
+            print(f"fetched {ref.backup_id} from {remote.url} into {store.root}: {state}")
+    if json:
+        print_json(rows[0] if backup_id and not all else {"pulled": rows, "count": len(rows)})
+    elif all and not ids:
+        print(f"nothing to fetch: every backup at {remote.url} is already in {store.root}")
+    return EXIT_OK if not [r for r in rows if not r["ok"]] else EXIT_INVALID
 
 
 @commands("delete", help="delete one backup (retention guards apply)")
