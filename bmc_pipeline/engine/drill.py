@@ -24,6 +24,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert, Notifier
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, ConfigError
+from bmc_pipeline.engine.records import read_records
 from bmc_pipeline.engine.restore import RestoreEngine
 from bmc_pipeline.engine.restore.write import Log, quiet
 from bmc_pipeline.engine.store import BackupStore
@@ -164,13 +165,4 @@ def record(settings: Settings, report: DrillReport) -> None:
 
 def drill_history(settings: Settings) -> list[dict[str, Any]]:
     """Recorded drills, oldest first."""
-    path = settings.path(settings.drill.log_file)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    return read_records(settings.path(settings.drill.log_file))

@@ -7,7 +7,6 @@ evaluated at any chosen time (tests do exactly that).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.records import read_records
 from bmc_pipeline.engine.store import BackupStore
 
 
@@ -117,18 +117,9 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _alert_log(settings: Settings) -> list[dict[str, Any]]:
-    path = settings.path(settings.alerts.log_file)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("type") == "alert":
-            out.append(rec)
-    return out
+    return [
+        r for r in read_records(settings.path(settings.alerts.log_file)) if r.get("type") == "alert"
+    ]
 
 
 def health_report(
