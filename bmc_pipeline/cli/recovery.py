@@ -37,7 +37,7 @@ def restore_engine(settings: Settings, *, quiet: bool) -> RestoreEngine:
     return RestoreEngine(settings, d.database(), d.store(), d.keyring(), log=say(quiet))
 
 
-def print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
+def print_restore_report(report: dict[str, Any], *, as_json: bool, undo: bool = True) -> None:
     if as_json:
         print_json(report)
         return
@@ -64,9 +64,17 @@ def print_restore_report(report: dict[str, Any], *, as_json: bool) -> None:
         print(f"  invalid: {e}")
     if report["quarantine_file"]:
         print(f"  invalid documents saved to {report['quarantine_file']}")
-    if report["rollback_id"]:
+    if report["rollback_id"] and undo:
         print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
-    print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+    print_verified(report)
+
+
+def print_verified(report: dict[str, Any]) -> None:
+    """The last line: what was proven, or that a dry run wrote nothing (not a failure)."""
+    if report["dry_run"]:
+        print("  dry run: nothing was written")
+    else:
+        print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
 
 
 def restore_exit(report: dict[str, Any]) -> int:
@@ -171,15 +179,15 @@ def restore(
         print_json(whole)
     else:
         for one in whole["collections"].values():
-            print_restore_report(one, as_json=False)
+            print_restore_report(one, as_json=False, undo=False)
         if whole["files"]:
-            print_files_report(whole["files"])
+            print_files_report(whole["files"], undo=False)
         if whole["rollback_id"]:
             print(f"one rollback point for all of it: bmc-backup rollback {whole['rollback_id']}")
     return restore_exit(whole)
 
 
-def print_files_report(report: dict[str, Any]) -> None:
+def print_files_report(report: dict[str, Any], *, undo: bool = True) -> None:
     what = "would restore" if report["dry_run"] else "restored"
     print(
         f"{what} {report['restored']} file(s) into {report['target']} from {report['backup_id']}; "
@@ -188,9 +196,9 @@ def print_files_report(report: dict[str, Any]) -> None:
     for f in report["files"]:
         if f["action"] != "skipped":
             print(f"  {f['action']:<9} {f['path']} ({f['bytes']} bytes)")
-    if report["rollback_id"]:
+    if report["rollback_id"] and undo:
         print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
-    print(f"  verified: {report['verified']} ({'; '.join(report['verification'])})")
+    print_verified(report)
 
 
 @commands("restore-files", help="restore the chatbot's files (knowledge base, config, .env)")

@@ -274,7 +274,7 @@ class RestoreEngine:
             if dry_run:
                 for p in planned:
                     p.report.verification.append("dry run: nothing was written")
-                    p.report.duration_s = time.monotonic() - p.report.started
+                    p.report.duration_s = sum(p.report.phases_s.values())
                 if files_plan:
                     files_plan.report.verification.append("dry run: nothing was written")
                 point.duration_s = time.monotonic() - started
@@ -290,9 +290,11 @@ class RestoreEngine:
                 )  # fmt: skip
                 self.log(f"rollback backup {rid} published; now writing")
             point.rollback_id = rid
+            saved_s = time.monotonic() - t  # one rollback point for all: each report shows it
             for p in planned:
                 p.report.rollback_id = rid
-                p.report.phase("rollback_point", t)
+                if rid is not None:
+                    p.report.phases_s["rollback_point"] = saved_s
                 self._apply(p)
             if files_plan:
                 files_plan.report.rollback_id = rid
@@ -308,7 +310,6 @@ class RestoreEngine:
         report = RestoreReport(
             opts.backup_id, opts.collection, target, opts.strategy.value, opts.dry_run
         )
-        report.started = started
         expected: StateDigest | None = None
         shape: CollectionShape | None = None
         legacy = opts.legacy_documents
@@ -410,7 +411,8 @@ class RestoreEngine:
                 n = len(p.shape.indexes)
                 report.verification.append(f"{n} index(es) as the backup records them")
         report.phase("read_back", t)
-        report.duration_s = time.monotonic() - report.started
+        # its own phases: in a whole-point restore the collections wait for each other's turn
+        report.duration_s = sum(report.phases_s.values())
         self.log(
             f"restore of {report.collection} into {report.target_collection}: "
             f"{report.restored} restored, {report.skipped} skipped, {report.invalid} invalid, "

@@ -40,7 +40,6 @@ class RestoreReport:
     phases_s: dict[str, float] = field(default_factory=dict)  # verify, plan, rollback, write, check
     indexes_created: list[str] = field(default_factory=list)
     index_errors: list[str] = field(default_factory=list)
-    started: float = field(default=0.0, repr=False)  # time.monotonic() when planning began
 
     @property
     def restored(self) -> int:
@@ -56,7 +55,7 @@ class RestoreReport:
             ids.append(str(decode_id(elem)))
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "started"}
+        d = {k: v for k, v in self.__dict__.items()}
         d["restored"] = self.restored
         d["docs_per_s"] = round(self.restored / self.duration_s, 1) if self.duration_s > 0 else 0.0
         d["duration_s"] = round(self.duration_s, 3)
