@@ -8,13 +8,16 @@ whitelist of operators and evaluated here, in Python, never sent to the server.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import bson
+import bson.errors
 from bson import json_util
 from bson.codec_options import CodecOptions
+from bson.regex import Regex
 from mongomock.filtering import filter_applies
 
 from bmc_pipeline.engine.errors import BmcError
@@ -130,8 +133,8 @@ def check_query(query: Any) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise BmcError("filters.query must be a JSON object (a MongoDB query)") from None
     try:
-        decoded = json_util.loads(text)
-    except (ValueError, TypeError) as exc:
+        decoded = json_util.loads(text, json_options=_QUERY_JSON)
+    except (ValueError, TypeError, bson.errors.BSONError) as exc:
         raise BmcError(f"filters.query is not valid (Extended) JSON: {exc}") from None
     if not isinstance(decoded, dict):
         raise BmcError("filters.query must be a JSON object (a MongoDB query)")
@@ -154,7 +157,27 @@ def check_query(query: Any) -> dict[str, Any]:
                 walk(v, depth + 1)
 
     walk(decoded, 0)
-    return decoded
+    return _patterns(decoded)  # type: ignore[no-any-return]
+
+
+# dates in queries are compared with the documents' dates, which are read time-zone aware (UTC)
+_QUERY_JSON = json_util.JSONOptions(tz_aware=True, tzinfo=timezone.utc)
+
+
+def _patterns(node: Any) -> Any:
+    """``{"$regex": ...}`` decodes as a BSON regex literal; the evaluator wants a compiled one."""
+    if isinstance(node, Regex):
+        try:
+            return node.try_compile()
+        except re.error as exc:
+            raise BmcError(
+                f"filters.query has a regular expression that does not compile: {exc}"
+            ) from None
+    if isinstance(node, dict):
+        return {k: _patterns(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_patterns(v) for v in node]
+    return node
 
 
 _TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
