@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from bmc_pipeline.config import COLLECTION_NAME_RE
 from bmc_pipeline.engine import errors as E
@@ -57,7 +57,7 @@ class RestoreFiltersIn(BaseModel):
         "values may be Extended JSON such as {'$date': '2026-11-01T00:00:00Z'}",
     )
     point_in_time: datetime | None = None
-    drop_deleted: bool = False
+    drop_deleted: StrictBool = False
 
     @field_validator("query")
     @classmethod
@@ -112,14 +112,15 @@ class RestoreRequest(BaseModel):
         description="several collections at one point under one rollback point; [] for every "
         "collection the backup holds",
     )
-    files: bool = Field(
+    files: StrictBool = Field(
         default=False, description="also restore the chatbot's files at the same point"
     )
-    indexes: bool = Field(
+    indexes: StrictBool = Field(
         default=True, description="recreate and check the recorded collection options and indexes"
     )
     strategy: Strategy | None = Field(default=None, description="default: restore.default_strategy")
-    dry_run: bool = Field(default=True, description="plan only; set false to write")
+    # strict: "false", 0 or "no" are refused rather than read as false (a real restore by accident)
+    dry_run: StrictBool = Field(default=True, description="plan only; set false to write")
     filters: RestoreFiltersIn | None = None
 
 

@@ -67,3 +67,18 @@ def test_the_api_answers_422_not_500_for_a_malformed_object_id(
         )
     assert r.status_code == 422, r.text
     assert "not a valid ObjectId" in r.text
+
+
+@pytest.mark.parametrize("value", ["false", 0, "no"])
+def test_a_dry_run_flag_that_is_not_a_boolean_is_refused_not_read_as_false(
+    mock_settings: Settings, mock_db: Any, full_backup: BackupResult, value: Any
+) -> None:
+    mock_db.drop_collection("quotes")
+    secret, _ = TokenStore.for_settings(mock_settings).create("ops", "admin")
+    body = {"target_collection": "quotes", "dry_run": value}
+    with TestClient(create_app(mock_settings), base_url="https://testserver") as client:
+        r = client.post(
+            "/api/recovery/restore", json=body, headers={"authorization": f"Bearer {secret}"}
+        )
+    assert r.status_code == 422, r.text
+    assert mock_db["quotes"].count_documents({}) == 0  # nothing was restored
