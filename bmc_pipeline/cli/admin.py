@@ -88,6 +88,8 @@ def rotate_backups(settings: Settings, dry_run: bool, json: bool) -> int:
         print(f"{what} {dec.backup_id}  {'; '.join(dec.reasons)}")
     for u in result.unreadable:
         print(f"keep   {u} (manifest unreadable: never deleted)")
+    for p in result.stray:
+        print(f"left   {p} (not a blob: a link, a directory or a foreign file; remove it by hand)")
     verb = "would free" if dry_run else "freed"
     print(
         f"{len(result.deleted)} backup(s) {'would be ' if dry_run else ''}deleted; "

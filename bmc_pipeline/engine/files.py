@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from bmc_pipeline.engine.store import BackupStore
 
 CHUNK = 1 << 20
 BLOB_DIR = "blobs"
+BLOB_NAME = re.compile(r"[0-9a-f]{64}")  # a blob's id, and its file's name
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class BlobStore:
         self.segment_size = segment_size
 
     def path(self, blob: str) -> Path:
-        if len(blob) != 64 or any(c not in "0123456789abcdef" for c in blob):
+        if not BLOB_NAME.fullmatch(blob):
             raise IntegrityError(f"{blob!r} is not a blob id")
         return self.root / blob[:2] / blob
 

@@ -16,6 +16,7 @@ backup being written right now never loses a blob it has just stored.
 from __future__ import annotations
 
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, GuardedError
-from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.files import BLOB_DIR, BLOB_NAME
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
@@ -155,6 +156,7 @@ class RotationResult:
     leftovers_removed: list[str]
     unreadable: list[str]
     dry_run: bool
+    stray: list[str] = field(default_factory=list)  # entries in blobs/ that are not blobs
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +167,7 @@ class RotationResult:
             "blob_bytes_freed": self.blob_bytes_freed,
             "leftovers_removed": self.leftovers_removed,
             "unreadable_kept": self.unreadable,
+            "stray_left_alone": self.stray,
         }
 
 
@@ -189,13 +192,18 @@ def rotate(
     kept_refs = [store.ref(d.backup_id) for d in decisions if d.keep]
     cutoff = time.time() - grace_s
     unused: list[tuple[Path, int]] = []
+    stray: list[str] = []
     # blobs: only when every manifest could be read (an unreadable one may reference any blob),
     # and never one younger than the grace period (a backup in progress may have just stored it)
     if not unreadable and (store.root / BLOB_DIR).is_dir():
         keep_blobs = referenced_blobs(store, kept_refs, keyring)
         for p in (store.root / BLOB_DIR).glob("*/*"):
-            st = p.stat()
-            if p.name not in keep_blobs and not p.name.startswith(".") and st.st_mtime < cutoff:
+            st = p.lstat()  # a link is never followed, nor deleted as if it were a blob
+            if not stat.S_ISREG(st.st_mode) or not BLOB_NAME.fullmatch(p.name):
+                if not p.name.startswith(".tmp-"):  # a blob being written
+                    stray.append(str(p.relative_to(store.root)))
+                continue
+            if p.name not in keep_blobs and st.st_mtime < cutoff:
                 unused.append((p, st.st_size))
     leftovers = [p for p in store.leftovers() if p.stat().st_mtime < cutoff]
     if not dry_run:
@@ -218,6 +226,7 @@ def rotate(
         leftovers_removed=[str(p) for p in leftovers],
         unreadable=unreadable,
         dry_run=dry_run,
+        stray=stray,
     )
 
 

@@ -182,3 +182,22 @@ def test_delete_command_needs_the_id_twice_and_respects_the_guards(
     assert "newest full backup of quotes" in capsys.readouterr().err
     assert main(["--config", cfg, "delete", old, "--confirm", old]) == 0
     assert [r.backup_id for r in BackupStore(s.backup_dir).refs()] == [new]
+
+
+def test_rotate_leaves_stray_entries_in_the_blob_store_and_says_so(
+    mock_settings: Settings, full_backup: Any, keyring: KeyRing
+) -> None:
+    """A dangling link, a directory and a foreign file among the blobs do not stop retention."""
+    store = BackupStore(mock_settings.backup_dir)
+    shelf = store.root / "blobs" / "ab"
+    shelf.mkdir(parents=True, exist_ok=True)
+    (shelf / ("ab" + "0" * 62)).symlink_to(store.root / "gone")
+    (shelf / "a-directory").mkdir()
+    (shelf / "notes.txt").write_text("someone's notes")
+    policy = RetentionPolicy(daily=1, weekly=0, monthly=0)
+    result = rotate(store, keyring, policy, dry_run=False, grace_s=0)
+    assert sorted(result.stray) == sorted(
+        f"blobs/ab/{n}" for n in ("ab" + "0" * 62, "a-directory", "notes.txt")
+    )
+    assert (shelf / "notes.txt").exists() and (shelf / "a-directory").is_dir()
+    assert [r.backup_id for r in store.refs()] == [full_backup.backup_id]
