@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.archive import ArchiveReader, bson_documents
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.manifest import PARTS, ArchiveEntry, Manifest
+from bmc_pipeline.engine.rawbson import decode_id, id_element
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 
@@ -53,11 +54,14 @@ class ValidationReport:
         }
 
 
-def verify_archive(path: Path, entry: ArchiveEntry, keyring: KeyRing, label: str) -> int:
+def verify_archive(
+    path: Path, entry: ArchiveEntry, keyring: KeyRing, label: str, *, unique_ids: bool = False
+) -> int:
     """Read one archive to the end and compare it with its manifest entry; returns the count.
 
     Raises :class:`IntegrityError` for any difference (a missing file included), and
-    :class:`KeyConfigError` when the key that wrote it is not configured.
+    :class:`KeyConfigError` when the key that wrote it is not configured. With ``unique_ids``,
+    two documents with one ``_id`` are a difference too (a restore of them could not verify).
     """
     try:
         size = path.stat().st_size
@@ -70,11 +74,26 @@ def verify_archive(path: Path, entry: ArchiveEntry, keyring: KeyRing, label: str
             path=str(path),
             reason="size",
         )
+    seen: set[bytes] = set()
+    repeated: list[str] = []
     with path.open("rb") as fh:
         reader = ArchiveReader(fh, keyring, name=label)
-        for _ in reader.raw_batches():
-            pass
+        for batch in reader.raw_batches():
+            if not unique_ids:
+                continue
+            for raw in bson_documents(bytes(batch), where=label):
+                elem = id_element(raw)
+                if elem in seen:
+                    repeated.append(str(decode_id(elem)))
+                seen.add(elem)
         stats = reader.stats
+    if repeated:
+        raise IntegrityError(
+            f"{label}: {len(repeated)} document(s) repeat an _id already in the archive (e.g. "
+            f"{', '.join(repeated[:3])}); a restore of it would not verify",
+            path=str(path),
+            reason="duplicate-id",
+        )
     for ours, theirs, what in (
         (stats.stored_sha256, entry.stored_sha256, "SHA-256 of the stored bytes"),
         (stats.sha256, entry.sha256, "SHA-256 of the BSON stream"),
@@ -119,7 +138,10 @@ def validate_backup(
             report.fail(f"{label}: file {rel!r} is outside the backup's directory", file=rel)
             continue
         try:
-            n = verify_archive(path, entry, keyring, f"backup {ref.backup_id}: {rel}")
+            unique = not label.endswith("/tombstones")  # documents and index: one entry per id
+            n = verify_archive(
+                path, entry, keyring, f"backup {ref.backup_id}: {rel}", unique_ids=unique
+            )
         except BmcError as exc:
             report.fail(str(exc), file=rel)
             continue
