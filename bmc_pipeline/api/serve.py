@@ -7,6 +7,7 @@ so it is refused unless ``allow_plain_http`` says that a TLS-terminating proxy s
 from __future__ import annotations
 
 import ipaddress
+import logging
 import stat
 from pathlib import Path
 
@@ -80,6 +81,20 @@ def build_server(
         proxy_headers=False,  # client addresses (rate limits, audit) are the peer's, not a header's
         timeout_keep_alive=5,
     )
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, WithoutQueryStrings) for f in access.filters):
+        access.addFilter(WithoutQueryStrings())
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host
     return uvicorn.Server(config), f"{scheme}://{shown}:{port}"
+
+
+class WithoutQueryStrings(logging.Filter):
+    """Access log lines show the path only: a query string may hold a secret someone sent there
+    by mistake (a token in ``?token=``), and the access log is read by more people than need it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True

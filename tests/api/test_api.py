@@ -332,3 +332,22 @@ def test_a_broken_session_id_in_a_scan_report_does_not_break_the_response() -> N
     shown = _jsonable({"recoverable": [{"key": "session_id:\ud800", "note": "añadido"}]})
     assert shown == {"recoverable": [{"key": "session_id:\\ud800", "note": "añadido"}]}
     assert json.dumps(shown, ensure_ascii=False).encode("utf-8")
+
+
+def test_the_access_log_never_shows_a_query_string(
+    mock_settings: Settings, tls: Tls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token sent where it does not belong is refused, and not written to the log either."""
+    import logging
+
+    access = logging.getLogger("uvicorn.access")  # uvicorn's own handlers; it does not propagate
+    with thread_server(mock_settings, tls, log_level="info") as url, client(url, tls) as c:
+        access.addHandler(caplog.handler)
+        try:
+            r = c.get("/api/recovery/backups", params={"token": "bmc_secret-in-the-url"})
+            assert r.status_code == 401
+        finally:
+            access.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/api/recovery/backups" in line for line in lines), lines
+    assert not any("secret-in-the-url" in line or "?" in line for line in lines), lines

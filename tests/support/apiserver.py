@@ -65,7 +65,7 @@ def wait_until_serving(url: str, tls: Tls, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def thread_server(settings: Settings, tls: Tls) -> Iterator[str]:
+def thread_server(settings: Settings, tls: Tls, *, log_level: str = "warning") -> Iterator[str]:
     """The API in a thread of this process; yields its base URL."""
     from bmc_pipeline.api.serve import build_server
 
@@ -75,7 +75,7 @@ def thread_server(settings: Settings, tls: Tls) -> Iterator[str]:
         port=free_port(),
         cert=str(tls.cert),
         key=str(tls.key),
-        log_level="warning",
+        log_level=log_level,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
