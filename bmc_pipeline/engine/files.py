@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,11 +23,11 @@ from bmc_pipeline.engine.archive import ArchiveReader, ArchiveWriter
 from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing, blob_mac_key
 from bmc_pipeline.engine.errors import IntegrityError
+from bmc_pipeline.engine.manifest import BLOB_NAME
 from bmc_pipeline.engine.store import BackupStore
 
 CHUNK = 1 << 20
 BLOB_DIR = "blobs"
-BLOB_NAME = re.compile(r"[0-9a-f]{64}")  # a blob's id, and its file's name
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ computed over that dict by :mod:`.store`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from bmc_pipeline.engine.archive import ArchiveStats
 from bmc_pipeline.engine.digest import StateDigest
@@ -20,6 +21,9 @@ from bmc_pipeline.engine.errors import IntegrityError
 
 FORMAT = 1  # the archive format a manifest describes; readers refuse others (docs/FORMAT.md)
 PARTS = ("documents", "tombstones", "index")
+BLOB_NAME = re.compile(r"[0-9a-f]{64}")  # a file blob's id, and its file's name
+# an archive's place: "<payload directory>/<file>", plain names only (no "..", no "/" inside)
+_ARCHIVE_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class _Open(BaseModel):
@@ -37,6 +41,14 @@ class ArchiveEntry(_Open):
     sha256: str
     stored_sha256: str
     key_id: str
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        """Every name read from a manifest is checked before it becomes a path."""
+        if not _ARCHIVE_FILE.fullmatch(v) or ".." in v:
+            raise ValueError(f"{v!r} is not an archive file of the backup's own directory")
+        return v
 
     @classmethod
     def of(cls, file: str, stats: ArchiveStats) -> ArchiveEntry:
@@ -109,6 +121,32 @@ class Manifest(_Open):
     collections: dict[str, CollectionEntry] = {}
     filesystem: dict[str, Any] = {}
     checksums: dict[str, str] = {}
+
+    @field_validator("filesystem")
+    @classmethod
+    def _plain_files(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Blob ids are hex names and file paths relative, so neither can lead out of a root."""
+        files = v.get("files") or {}
+        if not isinstance(files, dict):
+            raise ValueError("filesystem.files is not an object of file entries")
+        for rel, f in files.items():
+            parts = str(rel).split("/")
+            if not rel or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"file path {rel!r} is not a plain relative path")
+            if not isinstance(f, dict) or not BLOB_NAME.fullmatch(str(f.get("blob", ""))):
+                raise ValueError(
+                    f"file {rel!r} names blob {f.get('blob') if isinstance(f, dict) else f!r}, which is not a blob id"
+                )
+        return v
+
+    def outside(self, payload_dir: str) -> list[str]:
+        """Archive files that are not in ``payload_dir`` (the backup's own directory)."""
+        return [
+            a.file
+            for c in self.collections.values()
+            for a in (c.documents, c.tombstones, c.index)
+            if a is not None and a.file.split("/")[0] != payload_dir
+        ]
 
     @classmethod
     def parse(cls, doc: dict[str, Any], *, name: str, path: str = "") -> Manifest:

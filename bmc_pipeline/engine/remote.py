@@ -34,7 +34,12 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError, RemoteError
 from bmc_pipeline.engine.files import BLOB_DIR
 from bmc_pipeline.engine.manifest import Manifest
-from bmc_pipeline.engine.store import BackupRef, BackupStore, backup_id_of_manifest
+from bmc_pipeline.engine.store import (
+    BackupRef,
+    BackupStore,
+    backup_id_of_manifest,
+    check_own_files,
+)
 
 CHUNK = 1 << 20  # bytes copied at a time when fetching a file
 
@@ -170,6 +175,7 @@ class RemoteStore:
         name = f"{self.url}/{ref.manifest_path.name}"
         store.verify_manifest(doc, keyring, name=name)
         manifest = Manifest.parse(doc, name=name)
+        check_own_files(manifest, ref, name=name)
         remote_payload = self._remote(store, ref.payload_dir)
         try:
             payload = [str(p) for p in self.fs.find(remote_payload)]

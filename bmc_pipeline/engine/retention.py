@@ -26,7 +26,8 @@ from typing import Any
 
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, GuardedError
-from bmc_pipeline.engine.files import BLOB_DIR, BLOB_NAME
+from bmc_pipeline.engine.files import BLOB_DIR
+from bmc_pipeline.engine.manifest import BLOB_NAME
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 

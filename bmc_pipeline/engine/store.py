@@ -67,6 +67,18 @@ def check_backup_id(backup_id: str) -> re.Match[str]:
     return m
 
 
+def check_own_files(manifest: Manifest, ref: BackupRef, *, name: str) -> None:
+    """Refuse a manifest that names archives outside its backup's own directory."""
+    foreign = manifest.outside(ref.payload_dir.name)
+    if foreign:
+        raise IntegrityError(
+            f"{name} names archive files outside {ref.payload_dir.name}/ ({', '.join(foreign[:3])}); "
+            "it was edited or crafted: nothing was read",
+            path=str(ref.manifest_path),
+            reason="foreign-path",
+        )
+
+
 def backup_id_of_manifest(name: str) -> str | None:
     """The backup id a manifest file name stands for, or None if it is not a manifest's name."""
     m = _MANIFEST_NAME_RE.match(name)
@@ -231,6 +243,7 @@ class BackupStore:
         if keyring is not None:
             self.verify_manifest(doc, keyring, name=name)
         manifest = Manifest.parse(doc, name=name, path=str(ref.manifest_path))
+        check_own_files(manifest, ref, name=name)
         if manifest.backup_metadata.backup_id != ref.backup_id:
             raise IntegrityError(
                 f"{name} describes backup {manifest.backup_metadata.backup_id!r}; "

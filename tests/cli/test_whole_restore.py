@@ -108,7 +108,7 @@ def test_a_manifest_naming_a_path_outside_the_target_is_refused_before_anything_
     doc["authentication"]["mac"] = manifest_mac(keyring.primary, canonical_json(body))  # re-signed
     ref.manifest_path.write_text(json.dumps(doc))
     code, out = cli("restore-files", bid)
-    assert code == 5 and "would leave the target directory" in out["error"]["message"]
+    assert code == 5 and "is not a plain relative path" in out["error"]["message"]
     assert not (settings.files_root / "config.py").exists()  # nothing written, not even the rest
     assert not (settings.files_root.parent / "outside.txt").exists()
 
