@@ -248,8 +248,16 @@ class AuditLog:
             return True
         if entry.get("mac"):
             key_id = str(entry.get("key_id"))
-            if self.keyring is None or key_id not in self.keyring.key_ids:
+            if self.keyring is None:
                 result.unverifiable_macs += 1
+            elif key_id not in self.keyring.key_ids:
+                result.fail(
+                    n,
+                    "forged",
+                    f"line {n} carries a MAC under key {key_id}, which is not configured: it was "
+                    "forged, or written with a key no longer in the key file (add it back to verify)",
+                )
+                return True
             elif not constant_time_equal(
                 audit_mac(self.keyring.get(key_id), stored.encode()), str(entry["mac"])
             ):
@@ -259,6 +267,14 @@ class AuditLog:
                 return True
             else:
                 result.macs_verified += 1
+        elif self.keyring is not None and result.macs_verified:
+            result.fail(
+                n,
+                "forged",
+                f"line {n} has no MAC although the lines before it have one: it was written "
+                "without the key",
+            )
+            return True
         else:
             result.unkeyed += 1
         if entry["seq"] > seq:
@@ -287,8 +303,16 @@ class AuditLog:
         return False
 
     def _check_head(self, last_seq: int, last_hash: str, result: VerifyResult) -> None:
+        keyed = self.keyring is not None and result.macs_verified > 0
         if not self.head_path.exists():
-            if last_seq:
+            if keyed:  # the writer signs the head with every keyed line: it cannot just be gone
+                result.fail(
+                    result.lines + 1,
+                    "removed",
+                    f"{self.head_path.name} is missing: lines may have been removed from the end "
+                    "together with it",
+                )
+            elif last_seq:
                 result.warnings.append(
                     f"{self.head_path.name} is missing: removal of lines at the end "
                     "cannot be checked"
@@ -299,6 +323,15 @@ class AuditLog:
             head_seq, head_hash = int(head["seq"]), str(head["hash"])
         except (ValueError, KeyError, TypeError, OSError):
             result.fail(result.lines, "edited", f"{self.head_path.name} is damaged")
+            return
+        if keyed and not (
+            head.get("mac") and self.keyring and head.get("key_id") in self.keyring.key_ids
+        ):
+            result.fail(
+                result.lines,
+                "forged",
+                f"{self.head_path.name} is not signed with a configured key although the log is",
+            )
             return
         if head.get("mac") and self.keyring and head.get("key_id") in self.keyring.key_ids:
             key = self.keyring.get(str(head["key_id"]))

@@ -108,8 +108,7 @@ def test_an_inserted_line_is_found(tmp_path: Path, keyring: KeyRing) -> None:
     fake["hash"] = entry_hash(fake)
     _write(log, [*lines[:2], json.dumps(fake), *lines[2:]])
     r = log.verify()
-    assert not r.ok and (r.line, r.kind) == (4, "inserted")
-    assert r.unkeyed == 1
+    assert not r.ok and (r.line, r.kind) == (3, "forged")  # no MAC after keyed lines
 
 
 def test_appends_after_tampering_do_not_heal_it(tmp_path: Path, keyring: KeyRing) -> None:
@@ -183,3 +182,70 @@ def test_commands_are_audited_and_audit_verify_reports_the_line(
     _write(log, lines)
     assert main(["--config", cfg, "audit", "verify"]) == 5
     assert "TAMPERED at line 2" in capsys.readouterr().out
+
+
+# -- forging without the key: every way of doing it is found --------------------------------------
+def _rewrite_suffix(log: AuditLog, start: int, key_id: str | None, mac: Any) -> list[str]:
+    """Lines from ``start`` (1-based) rewritten by someone without the key: chained again with
+    recomputed hashes, and a MAC that is either missing or made up."""
+    lines = _lines(log)
+    out = lines[: start - 1]
+    prev = json.loads(out[-1])["hash"] if out else "0" * 64
+    for line in lines[start - 1 :]:
+        entry = {**json.loads(line), "actor": "mallory", "prev": prev}
+        entry["hash"] = entry_hash(entry)
+        entry["key_id"], entry["mac"] = key_id, mac
+        prev = entry["hash"]
+        out.append(json.dumps(entry))
+    return out
+
+
+def _head(log: AuditLog, lines: list[str], key_id: str | None, mac: Any) -> None:
+    last = json.loads(lines[-1])
+    log.head_path.write_text(
+        json.dumps({"seq": last["seq"], "hash": last["hash"], "key_id": key_id, "mac": mac})
+    )
+
+
+@pytest.mark.parametrize(
+    ("key_id", "mac", "kind"),
+    [(None, None, "forged"), ("k-invented", "ab" * 32, "forged")],
+    ids=["without a MAC", "with a MAC under an invented key"],
+)
+def test_a_suffix_rewritten_without_the_key_is_found(
+    tmp_path: Path, keyring: KeyRing, key_id: str | None, mac: Any, kind: str
+) -> None:
+    log = _log(tmp_path, keyring)
+    forged = _rewrite_suffix(log, 3, key_id, mac)
+    _write(log, forged)
+    _head(log, forged, key_id, mac)
+    r = log.verify()
+    assert not r.ok and (r.line, r.kind) == (3, kind), r.as_dict()
+
+
+def test_an_unsigned_head_over_a_keyed_log_is_found(tmp_path: Path, keyring: KeyRing) -> None:
+    log = _log(tmp_path, keyring)
+    _head(log, _lines(log), None, None)
+    r = log.verify()
+    assert not r.ok and r.kind == "forged" and "not signed" in str(r.message)
+
+
+def test_the_last_lines_removed_with_the_head_file_are_found(
+    tmp_path: Path, keyring: KeyRing
+) -> None:
+    log = _log(tmp_path, keyring)
+    _write(log, _lines(log)[:-2])
+    log.head_path.unlink()
+    r = log.verify()
+    assert not r.ok and r.kind == "removed" and "is missing" in str(r.message)
+
+
+def test_a_log_started_before_a_key_was_configured_still_verifies(
+    tmp_path: Path, keyring: KeyRing
+) -> None:
+    log = AuditLog(tmp_path / "audit.log", None)
+    log.append(actor="alice", via="cli", action="before the key")
+    keyed = AuditLog(tmp_path / "audit.log", keyring)
+    keyed.append(actor="alice", via="cli", action="after the key")
+    r = keyed.verify()
+    assert r.ok and r.unkeyed == 1 and r.macs_verified == 1
