@@ -38,7 +38,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, audit_mac, constant_time_equal
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.errors import BmcError, KeyConfigError
 
 GENESIS = "0" * 64
 _SECRET_NAME = re.compile(r"key|token|password|secret|authorization|webhook|cookie", re.I)
@@ -176,6 +176,25 @@ class AuditLog:
         }
         write_atomic(self.head_path, _canonical(head), mode=self.file_mode)
 
+    def check_can_sign(self) -> None:
+        """Refuse, before anything is done, to add an unsigned line to a signed log.
+
+        Such a line would be indistinguishable from a forged one, and ``verify`` would fail on it.
+        """
+        if self.keyring is not None or not self.head_path.exists():
+            return
+        try:
+            head = json.loads(self.head_path.read_bytes())
+        except (OSError, ValueError):
+            return  # a damaged head is verify's to report
+        if isinstance(head, dict) and head.get("mac"):
+            raise KeyConfigError(
+                f"the audit log {self.path} is signed (key {head.get('key_id')}) but no key is "
+                "configured here, so this command could not sign its line; nothing was done. "
+                "Set BMC_BACKUP_KEY_FILE (or BMC_BACKUP_KEY); if the key is lost, move "
+                f"{self.path.name} and {self.head_path.name} aside to start a new log"
+            )
+
     @contextlib.contextmanager
     def operation(
         self,
@@ -190,6 +209,7 @@ class AuditLog:
         The body may add to the yielded dict (``detail``, ``extra``) what it learnt, such as the
         backup id it made. An exception is recorded as ``error`` and re-raised.
         """
+        self.check_can_sign()
         info: dict[str, Any] = {}
         started = time.monotonic()
         failure: tuple[str, str] | None = None
