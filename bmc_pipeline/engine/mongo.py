@@ -58,6 +58,33 @@ def is_mock(obj: Any) -> bool:
     return type(obj).__module__.startswith("mongomock")
 
 
+# The embedded FerretDB 1.24 stops answering, and takes no more writes until restarted, when one
+# bulk_write holds 100 or more ReplaceOne upserts (99 measured fine): replacements go to it in
+# batches of half that.
+FERRETDB_REPLACE_BATCH = 50
+_FERRETDB: dict[int, bool] = {}
+
+
+def is_ferretdb(coll: Any) -> bool:
+    """Whether the server behind ``coll`` is FerretDB (its buildInfo says so); asked once."""
+    if is_mock(coll):
+        return False
+    client = coll.database.client
+    key = id(client)
+    if key not in _FERRETDB:
+        try:
+            info = client.admin.command("buildInfo")
+        except PyMongoError:
+            return False  # not known yet: ask again next time
+        _FERRETDB[key] = "ferretdbVersion" in info
+    return _FERRETDB[key]
+
+
+def replace_batch(coll: Any, wanted: int) -> int:
+    """How many replacements one bulk_write may carry to this server."""
+    return min(wanted, FERRETDB_REPLACE_BATCH) if is_ferretdb(coll) else wanted
+
+
 def raw_batches(
     coll: Any,
     query: dict[str, Any] | None = None,

@@ -16,7 +16,7 @@ from pymongo import ReplaceOne
 
 from bmc_pipeline.engine.archive import bson_documents
 from bmc_pipeline.engine.digest import StateDigest, document_hash
-from bmc_pipeline.engine.mongo import insert_raw, is_mock, raw_batches, with_retries
+from bmc_pipeline.engine.mongo import insert_raw, is_mock, raw_batches, replace_batch, with_retries
 from bmc_pipeline.engine.rawbson import decode_id, id_element
 
 CODEC: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
@@ -77,10 +77,17 @@ def replace(coll: Any, docs: list[bytes]) -> None:
             doc = bson.decode(d, codec_options=CODEC)
             coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
         return
-    ops: list[ReplaceOne[Any]] = [
-        ReplaceOne({"_id": decode_id(id_element(d))}, RawBSONDocument(d), upsert=True) for d in docs
-    ]
-    with_retries(f"replacing in {coll.name!r}", lambda: coll.bulk_write(ops, ordered=False))
+
+    def upsert(chunk: list[bytes]) -> None:
+        ops: list[ReplaceOne[Any]] = [
+            ReplaceOne({"_id": decode_id(id_element(d))}, RawBSONDocument(d), upsert=True)
+            for d in chunk
+        ]
+        with_retries(f"replacing in {coll.name!r}", lambda: coll.bulk_write(ops, ordered=False))
+
+    step = replace_batch(coll, len(docs))
+    for i in range(0, len(docs), step):
+        upsert(docs[i : i + step])
 
 
 def delete_ids(coll: Any, ids: list[Any], batch_size: int) -> None:
