@@ -4,7 +4,8 @@ One ASGI middleware, so the order is explicit and every request, even one refuse
 reaches a route (401, 413, 429, 404 for a traversal attempt), is recorded in the audit log:
 
 1. the body is read up to ``api.max_body_bytes`` (413 beyond), then replayed to the app;
-2. for ``/api/recovery/*``: the client address's rate limit, then the bearer token (401),
+2. for ``/api/recovery/*``: the bearer token; without a valid one the client address's rate
+   limit (429), then 401;
    the token's own rate limit (429 with ``Retry-After``), then its role (403 unless admin);
 3. the app runs; security headers (HSTS on HTTPS, ``nosniff``, ``no-store``) go on every
    response, and an unexpected exception becomes a 500 problem that names an incident id only;
@@ -195,13 +196,15 @@ class ApiGuard:
             return 503, "the server's token configuration is unusable; see its log", []
         if token is not None:
             state["actor"] = f"token:{token.name}"  # known even if refused below, for the audit
-        # the address budget first, so guessing tokens is rate limited too
-        retry = self.rates.hit(method, "address", address)
-        if retry is not None:
-            return 429, f"too many requests from {address}", _retry(retry)
-        if not presented:
-            return 401, "an admin bearer token is required", _challenge("")
         if token is None:
+            # the address budget is spent by requests without a valid token only: guessing
+            # tokens is limited, and strangers on the same address (everyone, behind a proxy)
+            # cannot lock out a person who has one
+            retry = self.rates.hit(method, "address", address)
+            if retry is not None:
+                return 429, f"too many requests from {address}", _retry(retry)
+            if not presented:
+                return 401, "an admin bearer token is required", _challenge("")
             return 401, "the bearer token is not valid", _challenge("invalid_token")
         retry = self.rates.hit(method, "token", token.name)
         if retry is not None:

@@ -72,15 +72,33 @@ def test_rate_limits_per_address_and_per_token_with_retry_after(
         with client(url, tls, tokens["admin"], source="127.0.0.2") as c:
             r = c.get("/api/recovery/backups")
             assert r.status_code == 429 and "token alice" in r.json()["detail"]
-        # another token from the first address: that address's budget is spent
+        # another valid token from the first address has its own budget: a token is limited per
+        # token, the address budget is for requests without a valid one
         with client(url, tls, tokens["admin2"]) as c:
-            r = c.get("/api/recovery/backups")
-            assert r.status_code == 429 and "127.0.0.1" in r.json()["detail"]
-        # another token from another address is fine
-        with client(url, tls, tokens["admin2"], source="127.0.0.3") as c:
             assert c.get("/api/recovery/backups").status_code == 200
+        # guessing tokens from one address spends that address's budget
+        with client(url, tls, "bmc_guess", source="127.0.0.3") as c:
+            for _ in range(10):
+                assert c.get("/api/recovery/backups").status_code == 401
+            r = c.get("/api/recovery/backups")
+            assert r.status_code == 429 and "127.0.0.3" in r.json()["detail"]
     refused = [e for e in _audit_lines(settings) if e["extra"].get("status") == 429]
     assert len(refused) == 4
+
+
+def test_anonymous_traffic_does_not_lock_out_an_admin_on_the_same_address(
+    mock_settings: Settings, tls: Tls
+) -> None:
+    """Behind a reverse proxy every client shares one address."""
+    settings = _with_limits(mock_settings, "10/15 minutes", "5/15 minutes")
+    tokens = _tokens(settings)
+    with thread_server(settings, tls) as url:
+        with client(url, tls) as anonymous:
+            for _ in range(12):
+                anonymous.get("/api/recovery/backups")
+            assert anonymous.get("/api/recovery/backups").status_code == 429
+        with client(url, tls, tokens["admin"]) as admin:
+            assert admin.get("/api/recovery/backups").status_code == 200
 
 
 def _raw(url: str, tls: Tls, method: str, path: str, token: str, body: bytes = b"") -> int:
