@@ -126,7 +126,7 @@ TRAVERSALS = [
     ("GET", "/api/recovery/validate/.."),
     ("DELETE", "/api/recovery/backups/..%2F..%2Fbackups?confirm=..%2F..%2Fbackups"),
     ("GET", "/api/recovery/scan?collection=..%2F..%2Fetc"),
-    ("GET", "/api/recovery/backup?collection=../conversations"),
+    ("POST", "/api/recovery/backup?collection=../conversations"),
 ]
 
 
@@ -250,7 +250,6 @@ def schema_server(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterato
 
 OPERATIONS = [
     ("GET", "/api/recovery/scan"),
-    ("GET", "/api/recovery/backup"),
     ("POST", "/api/recovery/backup"),
     ("POST", "/api/recovery/restore"),
     ("POST", "/api/recovery/rollback"),

@@ -82,7 +82,8 @@ def walk(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str) -> Iterator[W
 def _walk(w: Walk, c: httpx.Client, db: Any) -> None:
     w.r["openapi"] = c.get("/api/openapi.json")
     full = _step(w, "full", c.post("/api/recovery/backup", params={"type": "full"}))
-    inc = _step(w, "incremental", c.get("/api/recovery/backup", params={"type": "incremental"}))
+    inc = _step(w, "incremental", c.post("/api/recovery/backup", params={"type": "incremental"}))
+    w.r["get_backup"] = c.get("/api/recovery/backup", params={"type": "full"})
     w.r["list_one"] = c.get("/api/recovery/backups", params={"limit": 1})
     w.r["list_full"] = c.get("/api/recovery/backups", params={"type": "full"})
     w.r["validate"] = c.get(f"/api/recovery/validate/{full['backup_id']}")
@@ -143,6 +144,8 @@ def test_backups_are_made_through_the_api_as_dagster_runs(walk: Walk) -> None:
     assert first["path"].endswith(".json") and not first["path"].startswith("/")
     assert r.headers["strict-transport-security"].startswith("max-age=31536000")
     assert walk.r["incremental"].status_code == 200, walk.r["incremental"].text
+    # a GET never makes a backup (a link followed, a prefetch, a crawler): only POST does
+    assert walk.r["get_backup"].status_code == 405
 
 
 def test_listing_pages_and_filters_by_type(walk: Walk) -> None:

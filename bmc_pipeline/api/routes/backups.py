@@ -31,9 +31,8 @@ from bmc_pipeline.launch import run_backup
 router = APIRouter()
 
 
-@router.api_route(
+@router.post(
     "/backup",
-    methods=["GET", "POST"],
     response_model=BackupCreated,
     summary="create a backup now (a Dagster run)",
     responses=problem_responses(409),
