@@ -84,6 +84,23 @@ def jsonable(obj: Any) -> Any:
     return json.loads(text)
 
 
+def under_root(obj: Any, root: Path) -> Any:
+    """``obj`` with every string that names a place under ``root`` made relative to it (the API
+    never shows server paths); ``root`` itself becomes ``"."``."""
+    prefix = str(root.resolve()).rstrip("/") + "/"
+    plain = str(root).rstrip("/") + "/"
+    if isinstance(obj, str):
+        for p in (prefix, plain):
+            if obj.startswith(p):
+                return obj[len(p) :]
+        return "." if obj.rstrip("/") in (prefix[:-1], plain[:-1]) else obj
+    if isinstance(obj, dict):
+        return {k: under_root(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [under_root(v, root) for v in obj]
+    return obj
+
+
 def relative(settings: Settings, path: str) -> str:
     """A path under the backup directory, relative to it (the API never shows server paths)."""
     p, root = Path(path), settings.backup_dir

@@ -67,3 +67,22 @@ def test_restore_job_takes_a_list_of_collections(
     report = result.output_for_node("restore_op")
     assert report["verified"] and set(report["collections"]) == {"quotes", "sessions"}
     assert mock_db["quotes"].count_documents({}) == seeded["quotes"]
+
+
+def test_a_scan_through_the_api_shows_no_server_path(
+    mock_settings: Settings, seeded: dict[str, int]
+) -> None:
+    root = Path(mock_settings.files_root)
+    (root / "backups").mkdir(exist_ok=True)
+    (root / "backups" / "backup_old.json").write_text('[{"session_id": "s-1", "messages": []}]')
+    secret, _ = TokenStore.for_settings(mock_settings).create("ops", "admin")
+    with TestClient(create_app(mock_settings), base_url="https://testserver") as client:
+        r = client.get(
+            "/api/recovery/scan", params={"source": "filesystem"},
+            headers={"authorization": f"Bearer {secret}"},
+        )  # fmt: skip
+    assert r.status_code == 200, r.text
+    report = r.json()["report"]
+    assert report["root"] == "."
+    assert "backups/backup_old.json" in {f["path"] for f in report["files"]}
+    assert str(root.resolve()) not in r.text and str(root) not in r.text

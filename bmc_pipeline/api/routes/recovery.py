@@ -19,7 +19,7 @@ from bmc_pipeline.api.models import (
     RollbackResult,
     ScanResult,
 )
-from bmc_pipeline.api.problems import jsonable, problem_responses
+from bmc_pipeline.api.problems import jsonable, problem_responses, under_root
 from bmc_pipeline.api.state import app_state
 from bmc_pipeline.config import check_collection_name
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
@@ -50,7 +50,7 @@ def scan_endpoint(
     request.state.audit = {"summary": report.summary}
     return ScanResult(
         summary=jsonable(report.summary),
-        report=jsonable(report.as_dict()),
+        report=jsonable(under_root(report.as_dict(), state.settings.files_root)),
         report_files=[j.name, m.name],
     )
 
