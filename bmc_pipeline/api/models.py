@@ -118,6 +118,10 @@ class RestoreRequest(BaseModel):
     indexes: StrictBool = Field(
         default=True, description="recreate and check the recorded collection options and indexes"
     )
+    auto_rollback: StrictBool = Field(
+        default=True,
+        description="if a write fails half-way, roll back at once (false: keep what was written)",
+    )
     strategy: Strategy | None = Field(default=None, description="default: restore.default_strategy")
     # strict: "false", 0 or "no" are refused rather than read as false (a real restore by accident)
     dry_run: StrictBool = Field(default=True, description="plan only; set false to write")

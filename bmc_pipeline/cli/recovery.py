@@ -114,6 +114,12 @@ def restore_exit(report: dict[str, Any]) -> int:
 @click.option("--drop", is_flag=True, help="also delete documents the chain deleted")
 @click.option("--fail-fast", is_flag=True, help="stop at the first invalid document")
 @click.option(
+    "--no-auto-rollback",
+    is_flag=True,
+    help="if a write fails half-way, keep what was written (and say how to roll back) instead of "
+    "rolling back at once",
+)
+@click.option(
     "--require-ids",
     is_flag=True,
     help="a JSON file's documents without _id are refused (and counted) instead of given an id "
@@ -136,6 +142,7 @@ def restore(
     point_in_time: str | None,
     drop: bool,
     fail_fast: bool,
+    no_auto_rollback: bool,
     require_ids: bool,
     json: bool,
 ) -> int:
@@ -162,6 +169,7 @@ def restore(
                 backup_id=source_id, collection=collection[0], target_collection=target_collection,
                 strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
                 legacy_documents=legacy, indexes=not no_indexes,
+                auto_rollback=not no_auto_rollback,
             )
         ).as_dict()  # fmt: skip
         print_restore_report(report, as_json=json)
@@ -172,7 +180,7 @@ def restore(
     result = engine.restore_point(
         source_id, list(collection), files_to=settings.files_root if files else None,
         strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
-        indexes=not no_indexes,
+        indexes=not no_indexes, auto_rollback=not no_auto_rollback,
     )  # fmt: skip
     whole = result.as_dict()
     if json:

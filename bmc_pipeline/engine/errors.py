@@ -82,6 +82,15 @@ class RunFailedError(BmcError):
     http_status = 500
 
 
+class PartialRestoreError(RunFailedError):
+    """A restore stopped while writing; the message says whether it was rolled back."""
+
+    def __init__(self, message: str, *, rollback_id: str | None, rolled_back: bool) -> None:
+        super().__init__(message)
+        self.rollback_id = rollback_id
+        self.rolled_back = rolled_back
+
+
 class GuardedError(BmcError):
     """An operation that a safety guard forbids, such as deleting a backup others depend on."""
 

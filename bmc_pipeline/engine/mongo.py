@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import bson
 import pymongo
 from bson import json_util
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    NetworkTimeout,
+    PyMongoError,
+)
 
 from bmc_pipeline.engine.errors import DatabaseError
 
@@ -160,5 +166,23 @@ def with_retries(
                 on_retry(attempt, exc)
             time.sleep(backoff_s * 2 ** (attempt - 1))
         except PyMongoError as exc:
-            raise DatabaseError(f"{what} failed: {exc}") from exc
+            raise DatabaseError(f"{what} failed: {describe(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+def describe(exc: PyMongoError) -> str:
+    """What the server refused, by document id and reason, never the documents' contents.
+
+    A bulk write error's text carries every refused document whole (phone numbers included); it
+    would end up in error answers, logs and Dagster's run records.
+    """
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        said = []
+        for e in errors[:5]:
+            op = e.get("op")
+            doc_id = op.get("_id") if isinstance(op, Mapping) else None  # raw or decoded
+            said.append(f"document {doc_id}: {e.get('errmsg', 'refused')} (code {e.get('code')})")
+        more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+        return f"{len(errors)} document(s) refused: {'; '.join(said)}{more}"
+    return str(exc)

@@ -59,6 +59,10 @@ class RestoreConfig(dg.Config):
     indexes: bool = Field(
         default=True, description="recreate and check the recorded collection options and indexes"
     )
+    auto_rollback: bool = Field(
+        default=True,
+        description="if a write fails half-way, roll back at once (false: keep what was written)",
+    )
 
     @property
     def whole(self) -> bool:
@@ -97,7 +101,7 @@ def _restore_point(
         config.backup_id, config.collections,
         files_to=engine.settings.files_root if config.files else None,
         strategy=config.strategy, filters=filters, dry_run=config.dry_run,
-        fail_fast=config.fail_fast, indexes=config.indexes,
+        fail_fast=config.fail_fast, indexes=config.indexes, auto_rollback=config.auto_rollback,
     ).as_dict()  # fmt: skip
 
 
@@ -159,6 +163,7 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
                         dry_run=config.dry_run,
                         fail_fast=config.fail_fast,
                         indexes=config.indexes,
+                        auto_rollback=config.auto_rollback,
                     )
                 ).as_dict()
             info["extra"] = {

@@ -16,7 +16,7 @@ from bmc_pipeline.devdb import DevServer
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
-from bmc_pipeline.engine.errors import BmcError, DatabaseError, IntegrityError
+from bmc_pipeline.engine.errors import BmcError, DatabaseError, IntegrityError, PartialRestoreError
 from bmc_pipeline.engine.mongo import connect, raw_batches
 from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
 from bmc_pipeline.engine.restore.merge import merge_documents
@@ -402,10 +402,13 @@ def test_restore_interrupted_by_server_stop_then_rolled_back_leaves_the_original
     interrupted = RestoreEngine(
         settings, connect(server.uri)["bmc"], store, keyring, log=stop_when_writing
     )
-    with pytest.raises(DatabaseError):
+    with pytest.raises(PartialRestoreError) as stopped:
         interrupted.restore(bid, "conversations", strategy="overwrite")
     rollback = [r for r in store.refs() if r.backup_type == "rollback"]
     assert len(rollback) == 1
+    # the server is gone, so the automatic rollback could not run: the error names the point
+    assert isinstance(stopped.value.__cause__, DatabaseError)
+    assert stopped.value.rollback_id == rollback[0].backup_id and not stopped.value.rolled_back
     server.start(die_with_parent=True)
     db = connect(server.uri)["bmc"]
     result = RestoreEngine(settings, db, store, keyring).rollback(rollback[0].backup_id)

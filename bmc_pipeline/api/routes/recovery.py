@@ -69,6 +69,7 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
         "strategy": strategy.value,
         "dry_run": body.dry_run,
         "indexes": body.indexes,
+        "auto_rollback": body.auto_rollback,
         **(body.filters or RestoreFiltersIn()).op_config(),
     }
     if body.target_collection is None or body.collections is not None:

@@ -25,7 +25,7 @@ from typing import Any
 from bmc_pipeline.config import Settings, check_collection_name
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
-from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.errors import BmcError, PartialRestoreError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore.chain import (
@@ -76,6 +76,8 @@ class RestoreOptions:
     # documents of a legacy JSON file (LegacyFile) or a scan report instead of a backup chain
     legacy_documents: Iterable[bytes] | None = None
     indexes: bool = True  # recreate and check the recorded options and indexes (--no-indexes)
+    # a restore that stops while writing is undone from its rollback point (--no-auto-rollback)
+    auto_rollback: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -202,6 +204,7 @@ class RestoreEngine:
         fail_fast: bool = False,
         indexes: bool = True,
         rollback_point: bool = True,
+        auto_rollback: bool = True,
     ) -> PointRestoreReport:
         """Restore ``collections`` (None or empty: every one the point holds) and, with
         ``files_to``, the files into that directory, all at one point under one rollback point."""
@@ -213,6 +216,7 @@ class RestoreEngine:
             RestoreOptions(
                 backup_id=backup_id, collection=n, strategy=strategy,  # type: ignore[arg-type]
                 filters=filters, dry_run=dry_run, fail_fast=fail_fast, indexes=indexes,
+                auto_rollback=auto_rollback,
             )
             for n in names
         ]  # fmt: skip
@@ -291,16 +295,41 @@ class RestoreEngine:
                 self.log(f"rollback backup {rid} published; now writing")
             point.rollback_id = rid
             saved_s = time.monotonic() - t  # one rollback point for all: each report shows it
-            for p in planned:
-                p.report.rollback_id = rid
-                if rid is not None:
-                    p.report.phases_s["rollback_point"] = saved_s
-                self._apply(p)
-            if files_plan:
-                files_plan.report.rollback_id = rid
-                files_plan.apply()
+            try:
+                for p in planned:
+                    p.report.rollback_id = rid
+                    if rid is not None:
+                        p.report.phases_s["rollback_point"] = saved_s
+                    self._apply(p)
+                if files_plan:
+                    files_plan.report.rollback_id = rid
+                    files_plan.apply()
+            except Exception as exc:
+                if rid is None:
+                    raise
+                self._after_failed_write(rid, exc, auto=all(o.auto_rollback for o in many))
         point.duration_s = time.monotonic() - started
         return point
+
+    def _after_failed_write(self, rid: str, exc: Exception, *, auto: bool) -> None:
+        """A write failed half-way: undo it from the rollback point, or say how to; always raises."""
+        undone = False
+        if auto:
+            self.log(f"the restore stopped while writing ({exc}); rolling back from {rid}")
+            try:
+                undone = bool(self.rollback(rid)["verified"])
+            except Exception as again:  # the database may be what failed: say so, keep the id
+                self.log(f"the automatic rollback failed too: {again}")
+        if undone:
+            said = (
+                f"it was rolled back from {rid} to the state before it (verified by digest): "
+                "nothing of it remains"
+            )
+        else:
+            said = f"what it wrote is still there: undo it with 'bmc-backup rollback {rid}'"
+        raise PartialRestoreError(
+            f"the restore stopped while writing: {exc}; {said}", rollback_id=rid, rolled_back=undone
+        ) from exc
 
     def _plan(self, opts: RestoreOptions, tmp: Path) -> _Planned:
         """Pass 1 for one collection: read-only, into encrypted plan files under ``tmp``."""
