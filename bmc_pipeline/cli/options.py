@@ -37,7 +37,7 @@ def say(quiet: bool) -> Callable[[str], None]:
     return log
 
 
-class IsoDate(click.ParamType[date]):
+class IsoDate(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
     name = "date"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:

@@ -117,7 +117,17 @@ class AuditLog:
         duration_s: float = 0.0,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Append one entry, chained to the last line of the file; returns the entry written."""
+        """Append one entry, chained to the last line of the file; returns the entry written.
+
+        Refused (:class:`KeyConfigError`) when the log is signed and no key is configured here:
+        the line could not be signed, and would read as a forgery.
+        """
+        needed = self.signed_but_no_key()
+        if needed is not None:
+            raise KeyConfigError(
+                f"not recorded in the audit log {self.path.name}: it is signed with key {needed} "
+                "and no key is configured here (set BMC_BACKUP_KEY_FILE to record this too)"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, self.file_mode)
@@ -176,24 +186,21 @@ class AuditLog:
         }
         write_atomic(self.head_path, _canonical(head), mode=self.file_mode)
 
-    def check_can_sign(self) -> None:
-        """Refuse, before anything is done, to add an unsigned line to a signed log.
+    def signed_but_no_key(self) -> str | None:
+        """The key id a signed log needs when no key is configured here, else None.
 
-        Such a line would be indistinguishable from a forged one, and ``verify`` would fail on it.
+        A line this process wrote could not be signed, and an unsigned line after signed ones is
+        what a forgery looks like: such lines are not written (see :meth:`append`).
         """
         if self.keyring is not None or not self.head_path.exists():
-            return
+            return None
         try:
             head = json.loads(self.head_path.read_bytes())
         except (OSError, ValueError):
-            return  # a damaged head is verify's to report
+            return None  # a damaged head is verify's to report
         if isinstance(head, dict) and head.get("mac"):
-            raise KeyConfigError(
-                f"the audit log {self.path} is signed (key {head.get('key_id')}) but no key is "
-                "configured here, so this command could not sign its line; nothing was done. "
-                "Set BMC_BACKUP_KEY_FILE (or BMC_BACKUP_KEY); if the key is lost, move "
-                f"{self.path.name} and {self.head_path.name} aside to start a new log"
-            )
+            return str(head.get("key_id"))
+        return None
 
     @contextlib.contextmanager
     def operation(
@@ -209,7 +216,6 @@ class AuditLog:
         The body may add to the yielded dict (``detail``, ``extra``) what it learnt, such as the
         backup id it made. An exception is recorded as ``error`` and re-raised.
         """
-        self.check_can_sign()
         info: dict[str, Any] = {}
         started = time.monotonic()
         failure: tuple[str, str] | None = None
@@ -232,7 +238,7 @@ class AuditLog:
                 extra=info.get("extra"),
             )
             if problem:
-                _log.error(problem)
+                _log.warning(problem)
 
     # -- verifying -------------------------------------------------------------------------------
     def verify(self) -> VerifyResult:
@@ -424,6 +430,8 @@ def safe_append(log: AuditLog, **kwargs: Any) -> str | None:
     """Append, turning a failure into a message: auditing must not hide the operation's result."""
     try:
         log.append(**kwargs)
+    except KeyConfigError as exc:  # a signed log and no key here: said as it is
+        return str(exc)
     except (OSError, BmcError) as exc:
         return f"could not write the audit log {log.path.name}: {exc}"
     return None
