@@ -51,7 +51,8 @@ def export_collection(
         raise BmcError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     manifest = store.load_manifest(ref, keyring)
     src = _open_archive(ref, manifest, collection)
-    with src.open("rb") as fh, atomic_write(out_path, mode=0o644) as out:
+    # decrypted documents: readable by their owner only
+    with src.open("rb") as fh, atomic_write(out_path, mode=0o600) as out:
         reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
         if fmt == "ejson":
             return _write_ejson(out, manifest, collection, reader)
@@ -65,7 +66,7 @@ def export_collection(
         "collectionName": collection,
         "type": "collection",
     }
-    write_atomic(metadata_path(out_path), (json.dumps(meta, indent=2) + "\n").encode(), mode=0o644)
+    write_atomic(metadata_path(out_path), (json.dumps(meta, indent=2) + "\n").encode(), mode=0o600)
     return reader.stats.documents
 
 

@@ -9,6 +9,7 @@ a quarantine file (never in a dry run).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -88,7 +89,9 @@ class Quarantine:
             self.store.mkdir(qdir)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             self.path = qdir / f"{stamp}-{self.target}.jsonl"
-            self._fh = self.path.open("a", encoding="utf-8")
+            # whole decrypted documents: readable by their owner only
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
         document = json.loads(
             json_util.dumps(
                 bson.decode(raw, codec_options=CODEC),

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.scanner.fold import ConversationFold
 from bmc_pipeline.engine.scanner.form import iso_utc
 from bmc_pipeline.engine.scanner.mongodb import KEY_BATCH, existing_keys
@@ -216,10 +217,8 @@ def write_reports(report: ScanReport, out_dir: Path) -> tuple[Path, Path]:
     report.recommendations = [r.replace(REPORT_PLACEHOLDER, str(j)) for r in report.recommendations]
     # a lone surrogate (a broken session id) becomes the six characters \ud800: in JSON text,
     # where it can only be inside a string, that is its own escape, so the report reads back
-    j.write_text(
-        json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str),
-        encoding="utf-8",
-        errors="backslashreplace",
-    )
-    m.write_text(markdown(report), encoding="utf-8", errors="backslashreplace")
+    # the reports hold conversations' keys and masked samples: readable by their owner only
+    text = json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str)
+    write_atomic(j, text.encode("utf-8", "backslashreplace"), mode=0o600)
+    write_atomic(m, markdown(report).encode("utf-8", "backslashreplace"), mode=0o600)
     return j, m
