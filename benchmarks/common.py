@@ -31,15 +31,26 @@ def server_name() -> str:
     return os.environ.get("MONGODB_URI") or "FerretDB (SQLite)"
 
 
-def bench_settings(uri: str, database: str, backup_dir: Path, collections: list[str]) -> Settings:
-    """The project's settings with benchmark collections configured like ``conversations``."""
-    env = {
-        "BMC_CONFIG": str(ROOT / "backup_config.json"),
-        "MONGODB_URI": uri,
-        "BMC_DATABASE": database,
-        "BMC_BACKUP_DIR": str(backup_dir),
-    }
-    s = load_settings(env=env)
+def bench_settings(
+    uri: str,
+    database: str,
+    backup_dir: Path,
+    collections: list[str] | None = None,
+    **env: str,
+) -> Settings:
+    """The project's settings for a benchmark; ``collections`` (if given) are configured like
+    ``conversations`` instead of the chatbot's five; ``env`` adds environment overrides."""
+    s = load_settings(
+        env={
+            "BMC_CONFIG": str(ROOT / "backup_config.json"),
+            "MONGODB_URI": uri,
+            "BMC_DATABASE": database,
+            "BMC_BACKUP_DIR": str(backup_dir),
+            **env,
+        }
+    )
+    if collections is None:
+        return s
     cfg = s.collections["conversations"]
     return s.model_copy(update={"collections": dict.fromkeys(collections, cfg)})
 

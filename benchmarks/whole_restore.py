@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, server_name, server_uri
-from bmc_pipeline.config import Settings, load_settings
+from benchmarks.common import bench_settings, server_name, server_uri
+from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.drill import run_drill
@@ -35,15 +35,11 @@ from bmc_pipeline.engine.store import BackupStore
 
 
 def _settings(uri: str, database: str, tmp: Path, key: Key) -> Settings:
-    env = {
-        "BMC_CONFIG": str(ROOT / "backup_config.json"),
-        "MONGODB_URI": uri,
-        "BMC_DATABASE": database,
-        "BMC_BACKUP_DIR": str(tmp / "backups"),
-        "BMC_FILES_ROOT": str(tmp / "files"),
-        "BMC_BACKUP_KEY": base64.b64encode(key.material).decode(),
-    }
-    s = load_settings(env=env)
+    s = bench_settings(
+        uri, database, tmp / "backups",
+        BMC_FILES_ROOT=str(tmp / "files"),
+        BMC_BACKUP_KEY=base64.b64encode(key.material).decode(),
+    )  # fmt: skip
     drill = s.drill.model_copy(update={"log_file": str(tmp / "drills.jsonl")})
     return s.model_copy(update={"drill": drill})
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.audit import audit_log_for, current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError, DevServerError
 from bmc_pipeline.engine.sample_data import seed_database, write_files
@@ -118,11 +119,20 @@ def _mutate(db: Any) -> dict[str, int]:
 
 
 def run_demo(settings: Settings, *, conversations: int, config_path: str | None) -> int:
-    from bmc_pipeline.launch import run_backup
-
+    """The demo, recorded in the audit log under the key it uses (it may create the demo key,
+    so the line is opened once the key is known: an unsigned line would read as forged)."""
     _step("database")
     settings = _database(settings)
     settings = _key(settings)
+    with audit_log_for(settings).operation(
+        actor=current_user(), via="cli", action="demo", params={"conversations": conversations}
+    ):
+        return _run(settings, conversations)
+
+
+def _run(settings: Settings, conversations: int) -> int:
+    from bmc_pipeline.launch import run_backup
+
     db = Deployment(settings).database()
 
     _step(f"seeding {conversations} conversations and the chatbot's files")

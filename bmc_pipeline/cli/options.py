@@ -111,15 +111,15 @@ class Commands:
 
     def __init__(self, *, audited: bool = True) -> None:
         self.audited = audited
-        self._entries: list[tuple[str, Callable[..., int], dict[str, Any]]] = []
+        self._entries: list[tuple[str, Callable[..., int], bool, dict[str, Any]]] = []
 
-    def __call__(self, name: str, **attrs: Any) -> Callable[[F], F]:
+    def __call__(self, name: str, *, audited: bool | None = None, **attrs: Any) -> Callable[[F], F]:
         def add(fn: F) -> F:
-            self._entries.append((name, fn, attrs))
+            self._entries.append((name, fn, self.audited if audited is None else audited, attrs))
             return fn
 
         return add
 
     def register(self, group: click.Group) -> None:
-        for name, fn, attrs in self._entries:
-            command(group, name, audited=self.audited, **attrs)(fn)
+        for name, fn, audited, attrs in self._entries:
+            command(group, name, audited=audited, **attrs)(fn)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from bmc_pipeline.cli.options import Commands, json_option, print_json
 from bmc_pipeline.config import Settings
+from bmc_pipeline.devdb import DevServer, ferretdb_binary, install
 from bmc_pipeline.engine.errors import EXIT_INVALID, EXIT_OK, BmcError
 
 devdb = click.Group("devdb", help="the embedded MongoDB-compatible server (FerretDB)")
@@ -16,18 +19,16 @@ devdb_commands, api_commands, token_commands = Commands(), Commands(), Commands(
 audit_commands = Commands(audited=False)  # reading the log must not add to it
 
 
-def _server(settings: Settings):  # type: ignore[no-untyped-def]
-    from bmc_pipeline import devdb as dev
-
-    tools = settings.path(settings.devdb.tools_dir)
-    server = dev.DevServer(
-        dev.ferretdb_binary(tools), settings.path(settings.devdb.data_dir), settings.devdb.port
-    )
-    return dev, tools, server
+def _tools(settings: Settings) -> Path:
+    return settings.path(settings.devdb.tools_dir)
 
 
-def _print_status(settings: Settings, json: bool) -> None:
-    _, _, server = _server(settings)
+def _server(settings: Settings) -> DevServer:
+    d = settings.devdb
+    return DevServer(ferretdb_binary(_tools(settings)), settings.path(d.data_dir), d.port)
+
+
+def _print_status(server: DevServer, json: bool) -> None:
     st = server.status()
     if json:
         print_json(st)
@@ -38,21 +39,20 @@ def _print_status(settings: Settings, json: bool) -> None:
 @devdb_commands("install", help="build FerretDB v1.24.2 into the tools directory")
 @json_option
 def devdb_install(settings: Settings, json: bool) -> int:
-    dev, tools, _ = _server(settings)
-    dev.install(tools)
+    install(_tools(settings))
     if json:
-        _print_status(settings, json)
+        _print_status(_server(settings), json)
     return EXIT_OK
 
 
 @devdb_commands("start", help="start it (installing it first if needed)")
 @json_option
 def devdb_start(settings: Settings, json: bool) -> int:
-    dev, tools, server = _server(settings)
-    dev.install(tools)
+    install(_tools(settings))
+    server = _server(settings)
     uri = server.start()
     if json:
-        _print_status(settings, json)
+        _print_status(server, json)
     else:
         print(f"FerretDB running at {uri} (data in {server.data_dir})")
     return EXIT_OK
@@ -61,10 +61,10 @@ def devdb_start(settings: Settings, json: bool) -> int:
 @devdb_commands("stop", help="stop it")
 @json_option
 def devdb_stop(settings: Settings, json: bool) -> int:
-    _, _, server = _server(settings)
+    server = _server(settings)
     stopped = server.stop()
     if json:
-        _print_status(settings, json)
+        _print_status(server, json)
     else:
         print("stopped" if stopped else "not running")
     return EXIT_OK
@@ -73,7 +73,7 @@ def devdb_stop(settings: Settings, json: bool) -> int:
 @devdb_commands("status", help="say whether it runs, and where")
 @json_option
 def devdb_status(settings: Settings, json: bool) -> int:
-    _print_status(settings, json)
+    _print_status(_server(settings), json)
     return EXIT_OK
 
 

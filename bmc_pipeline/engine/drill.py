@@ -22,10 +22,12 @@ from typing import Any
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert, Notifier
+from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.crypto import KeyRing
-from bmc_pipeline.engine.errors import BmcError, ConfigError
+from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, ConfigError
 from bmc_pipeline.engine.records import read_records
 from bmc_pipeline.engine.restore import RestoreEngine
+from bmc_pipeline.engine.restore.files import files_point
 from bmc_pipeline.engine.restore.write import Log, quiet
 from bmc_pipeline.engine.store import BackupStore
 
@@ -133,10 +135,12 @@ def _root(store: BackupStore) -> Path:
 
 
 def _has_files(store: BackupStore, keyring: KeyRing) -> bool:
-    for ref in reversed(store.refs()):
-        if ref.backup_type != "rollback":
-            return bool(store.load_manifest(ref, keyring).filesystem.get("files"))
-    return False
+    """Whether any backup holds the files (the restore then takes the newest that does)."""
+    try:
+        files_point(store, keyring, "latest")
+    except BackupNotFoundError:
+        return False
+    return True
 
 
 def failure_alert(report: DrillReport) -> Alert:
@@ -160,7 +164,9 @@ def record(settings: Settings, report: DrillReport) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     lines.append(json.dumps(report.as_dict(), ensure_ascii=False))
-    path.write_text("\n".join(lines[-KEEP_LINES:]) + "\n", encoding="utf-8")
+    # whole or not at all: a crash while recording must not lose the drills before it
+    text = "\n".join(lines[-KEEP_LINES:]) + "\n"
+    write_atomic(path, text.encode("utf-8"), mode=0o644)
 
 
 def drill_history(settings: Settings) -> list[dict[str, Any]]:

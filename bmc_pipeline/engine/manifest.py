@@ -22,7 +22,20 @@ from bmc_pipeline.engine.errors import IntegrityError
 FORMAT = 1  # the archive format a manifest describes; readers refuse others (docs/FORMAT.md)
 PARTS = ("documents", "tombstones", "index")
 BLOB_NAME = re.compile(r"[0-9a-f]{64}")  # a file blob's id, and its file's name
+
+
 # an archive's place: "<payload directory>/<file>", plain names only (no "..", no "/" inside)
+def plain_relative(rel: str) -> bool:
+    """A file path that cannot leave the directory it is joined to: not empty, not absolute, no
+    backslash or NUL, and no empty, ``.`` or ``..`` part."""
+    return (
+        bool(rel)
+        and "\\" not in rel
+        and "\x00" not in rel
+        and all(part not in ("", ".", "..") for part in rel.split("/"))
+    )
+
+
 _ARCHIVE_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -130,8 +143,7 @@ class Manifest(_Open):
         if not isinstance(files, dict):
             raise ValueError("filesystem.files is not an object of file entries")
         for rel, f in files.items():
-            parts = str(rel).split("/")
-            if not rel or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+            if not plain_relative(str(rel)):
                 raise ValueError(f"file path {rel!r} is not a plain relative path")
             if not isinstance(f, dict) or not BLOB_NAME.fullmatch(str(f.get("blob", ""))):
                 raise ValueError(

@@ -29,30 +29,22 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def step_errors(context: dg.RunFailureSensorContext) -> list[str]:
-    """What made each step fail: the innermost error's message (Dagster's own wrappers say only
-    that the step failed), so the alert names the file, backup or collection involved."""
-    out = []
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error if event.step_failure_data else None
-        while error is not None and error.cause is not None:
-            error = error.cause
-        if error is not None:
-            out.append(error.message.strip())
-    return out
+def step_failures(context: dg.RunFailureSensorContext) -> tuple[list[str], list[str]]:
+    """(what made each step fail, the failed blocking integrity checks among them).
 
-
-def failed_integrity_checks(context: dg.RunFailureSensorContext) -> list[str]:
-    """The messages of a failed run's step failures that are failed blocking integrity checks."""
-    out = []
+    The first is the innermost error's message (Dagster's own wrappers say only that the step
+    failed), so the alert names the file, backup or collection involved.
+    """
+    causes, checks = [], []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
         while error is not None:
             if error.cls_name == "DagsterAssetCheckFailedError":
-                out.append(error.message.strip())
-                break
+                checks.append(error.message.strip())
+            if error.cause is None:
+                causes.append(error.message.strip())
             error = error.cause
-    return out
+    return causes, checks
 
 
 def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorDefinition]:
@@ -95,10 +87,9 @@ def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorD
     def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
         operation = run.tags.get("bmc/operation", "")
-        causes = step_errors(context)
+        causes, checks = step_failures(context)
         error = "; ".join(causes) or context.failure_event.message or "the run failed"
         if operation == "backup":
-            checks = failed_integrity_checks(context)
             if checks:  # written, but it does not read back: the backup cannot be trusted
                 title = f"integrity check failure: {run.job_name}"
                 error = "; ".join(checks)

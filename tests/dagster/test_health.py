@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -14,7 +15,6 @@ from bmc_pipeline.engine.alerts import Alert, LogFileChannel
 from bmc_pipeline.engine.crypto import Key
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError
-from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.restore import RestoreEngine
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.launch import run_backup
@@ -23,14 +23,13 @@ from tests.support import unreachable, write_config
 
 def test_status_reports_success_rate_restores_and_open_alerts(
     mock_settings: Settings,
+    mock_db: Any,
     tmp_path: Path,
     key: Key,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = mock_settings
-    monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
-    db = connect(s.mongodb.uri)[s.mongodb.database]
+    s, db = mock_settings, mock_db
     seed_database(db, 10, seed=4)
     ok = run_backup(s, "full", ["quotes"], include_files=False)
     down = unreachable(s)

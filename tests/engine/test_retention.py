@@ -17,7 +17,6 @@ from bmc_pipeline.cli import main
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
-from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.retention import Point, RetentionPolicy, plan_retention, rotate
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 from bmc_pipeline.engine.store import BackupStore
@@ -122,13 +121,13 @@ def test_two_years_with_gaps_keep_exactly_the_selected_days_whole() -> None:
 
 def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_blobs(
     mock_settings: Settings,
+    mock_db: Any,
     tmp_path: Path,
     key: Key,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = mock_settings
-    db = connect(s.mongodb.uri)[s.mongodb.database]
+    s, db = mock_settings, mock_db
     seed_database(db, 5, seed=1)
     files = write_files(s.files_root)
     ring = KeyRing([key])
@@ -161,13 +160,13 @@ def test_rotate_on_a_real_store_dry_run_deletes_nothing_then_deletes_and_frees_b
 
 def test_delete_command_needs_the_id_twice_and_respects_the_guards(
     mock_settings: Settings,
+    mock_db: Any,
     tmp_path: Path,
     key: Key,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = mock_settings
-    db = connect(s.mongodb.uri)[s.mongodb.database]
+    s, db = mock_settings, mock_db
     seed_database(db, 5, seed=2)
     engine = BackupEngine(s, db, BackupStore(s.backup_dir), KeyRing([key]))
     old = engine.run("full", ["quotes"], now=at("2026-11-20"), include_files=False).backup_id

@@ -80,15 +80,19 @@ class RestoreOptions:
     auto_rollback: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            self.strategy = Strategy(self.strategy)
-        except ValueError:
-            raise BmcError(
-                f"unknown strategy {self.strategy!r}: use one of "
-                f"{', '.join(s.value for s in Strategy)}"
-            ) from None
+        self.strategy = as_strategy(self.strategy)
         check_collection_name(self.collection)
         self.target_collection = check_collection_name(self.target_collection or self.collection)
+
+
+def as_strategy(value: str | Strategy) -> Strategy:
+    """A strategy by name, or a refusal that lists the names there are."""
+    try:
+        return Strategy(value)
+    except ValueError:
+        raise BmcError(
+            f"unknown strategy {value!r}: use one of {', '.join(s.value for s in Strategy)}"
+        ) from None
 
 
 @dataclass
@@ -184,7 +188,7 @@ class RestoreEngine:
                 backup_id=backup_id,
                 collection=collection,
                 target_collection=target_collection,
-                strategy=strategy,  # type: ignore[arg-type]  # RestoreOptions checks and converts
+                strategy=as_strategy(strategy),
                 filters=filters or RestoreFilters(),
                 dry_run=dry_run,
                 fail_fast=fail_fast,
@@ -214,7 +218,7 @@ class RestoreEngine:
         )
         many = [
             RestoreOptions(
-                backup_id=backup_id, collection=n, strategy=strategy,  # type: ignore[arg-type]
+                backup_id=backup_id, collection=n, strategy=as_strategy(strategy),
                 filters=filters, dry_run=dry_run, fail_fast=fail_fast, indexes=indexes,
                 auto_rollback=auto_rollback,
             )

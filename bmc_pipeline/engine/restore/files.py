@@ -21,7 +21,7 @@ from typing import Any
 from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError
 from bmc_pipeline.engine.files import BLOB_DIR, BlobStore
-from bmc_pipeline.engine.manifest import Manifest
+from bmc_pipeline.engine.manifest import Manifest, plain_relative
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 
@@ -94,23 +94,16 @@ def safe_destination(root: Path, rel: str, *, where: str) -> Path:
     Refused: empty, absolute or drive paths, ``..`` or ``.`` parts, backslashes, and any existing
     part of the way that is a symbolic link (which could lead the write outside ``root``).
     """
-    p = PurePosixPath(rel)
-    bad = (
-        not rel
-        or "\\" in rel
-        or "\x00" in rel
-        or p.is_absolute()
-        or any(part in ("", ".", "..") for part in rel.split("/"))
-    )
-    if bad:
+    if not plain_relative(rel):  # the manifest model refuses these too: the same rule
         raise IntegrityError(
             f"{where} names the file {rel!r}, which would leave the target directory; "
             "nothing was restored",
             reason="unsafe-path",
         )
-    dest = root.joinpath(*p.parts)
+    parts = PurePosixPath(rel).parts
+    dest = root.joinpath(*parts)
     walk = root
-    for part in p.parts:
+    for part in parts:
         walk = walk / part
         if walk.is_symlink():
             raise IntegrityError(

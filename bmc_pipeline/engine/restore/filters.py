@@ -157,7 +157,8 @@ def check_query(query: Any) -> dict[str, Any]:
                 walk(v, depth + 1)
 
     walk(decoded, 0)
-    return _patterns(decoded)  # type: ignore[no-any-return]
+    checked: dict[str, Any] = _patterns(decoded)
+    return checked
 
 
 # dates in queries are compared with the documents' dates, which are read time-zone aware (UTC)
