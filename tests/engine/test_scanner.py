@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import multiprocessing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -685,6 +686,10 @@ def test_a_worker_that_dies_costs_only_the_file_that_killed_it(
         return real(c, dates)
 
     monkeypatch.setattr(reading, "canonical", die_on_kill)  # workers are forked: they see it
+    # forked whatever threads an earlier test left running (a forkserver child would not see
+    # the patch and would read the killer file whole)
+    fork = multiprocessing.get_context("fork")
+    monkeypatch.setattr(scan_workers, "_mp_context", lambda: fork)
     monkeypatch.setattr(scan_workers, "_BATCH_BYTES", 1500)  # a few files per batch
     report = scan(root=root, directories=["."], patterns=["backup*.json"], db=None,
                   collections={}, workers=2)  # fmt: skip
