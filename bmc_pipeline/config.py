@@ -7,6 +7,7 @@ error that names the key instead of a setting that silently does nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -240,6 +241,26 @@ class ApiSettings(_Strict):
     rate_limit_post: str = "5/15 minutes"
     max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
     hsts_max_age: int = Field(default=31_536_000, ge=0)
+    # a connection must send its request's headers, then its body, within these (slow clients
+    # would otherwise hold connections open as long as they like)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; empty:
+    # the peer address is the client (rate limits and the audit log use it)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/24); "
+                    "name the proxies one by one, '*' would let any client choose its address"
+                ) from None
+        return v
 
     @field_validator("rate_limit_get", "rate_limit_post")
     @classmethod

@@ -1,20 +1,25 @@
-"""What stands in front of every API request: size limit, rate limits, authentication, audit.
+"""What stands in front of every API request: rate limits, size limit, authentication, audit.
 
 One ASGI middleware, so the order is explicit and every request, even one refused before it
-reaches a route (401, 413, 429, 404 for a traversal attempt), is recorded in the audit log:
+reaches a route (401, 413, 429, 404 for a traversal attempt), is accounted for in the audit log:
 
-1. the body is read up to ``api.max_body_bytes`` (413 beyond), then replayed to the app;
-2. for ``/api/recovery/*``: the bearer token; without a valid one the client address's rate
-   limit (429), then 401;
-   the token's own rate limit (429 with ``Retry-After``), then its role (403 unless admin);
-3. the app runs; security headers (HSTS on HTTPS, ``nosniff``, ``no-store``) go on every
+1. a request without a valid bearer token, to any path, spends its client address's budget
+   first (429 beyond it; such refusals are tallied, one audit line per address a minute);
+2. the body is read up to ``api.max_body_bytes`` (413 beyond) within ``api.body_timeout_s``
+   (408 after), then replayed to the app;
+3. for ``/api/recovery/*``: 401 without a valid token; the token's own rate limit (429 with
+   ``Retry-After``), then its role (403 unless admin);
+4. a change (an admin's POST, DELETE, ...) first writes a "started" audit line: if the log cannot
+   be written the change is not made (503);
+5. the app runs; security headers (HSTS on HTTPS, ``nosniff``, ``no-store``) go on every
    response, and an unexpected exception becomes a 500 problem that names an incident id only;
-4. one audit line: who, what, parameters without secrets, status, duration, and whether the
-   request looked like path traversal or operator injection.
+6. one audit line: who, what (a bounded summary, see :mod:`bmc_pipeline.api.request_record`),
+   status, duration, and whether the request looked like path traversal or operator injection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -24,12 +29,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
 
 import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from bmc_pipeline.api.request_record import MAX_PATH_CHARS, RefusalTally, summarize, suspicions
 from bmc_pipeline.api.tokens import TokenStore
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.audit import AuditLog, safe_append
@@ -45,8 +50,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROTECTED_PREFIX = "/api/recovery"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_INJECTION = re.compile(rb"\$(where|function|accumulator|expr|eval)\b", re.I)
-_TRAVERSAL = re.compile(r"(^|/)\.\.(/|$)|%2e%2e|%2f|%5c|\\|//", re.I)
 # an absolute path in a message: a slash not preceded by a word character, ':' or another slash
 _ABS_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"(),;]+")
 
@@ -108,8 +111,13 @@ class ApiGuard:
         self.audit = audit
         self.rates = rate_limits
         self.max_body = settings.api.max_body_bytes
+        self.body_s = settings.api.body_timeout_s
+        self.tally = RefusalTally()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._flushing_at_shutdown(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -135,20 +143,38 @@ class ApiGuard:
                 sent["problem"] += message.get("body", b"")[:2048]
             await send(message)
 
+        self._write_tallies()
         body = b""
+        recorded = True
         try:
+            refused = self._admit(scope, state)
+            if refused is not None and refused[0] == 429 and not state.get("actor"):
+                # a stranger over the address budget: counted, written as one line a minute
+                recorded = False
+                raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+                query = scope.get("query_string", b"")
+                self.tally.add(_client(scope), raw, suspicions(scope["path"], raw, query, b""))
+            if refused is not None:
+                status, detail, headers = refused
+                await self._problem(send_wrapped, status, detail, headers)
+                return
             body_or_none = await self._read_body(scope, receive)
             if body_or_none is None:
                 await self._problem(send_wrapped, 413, f"request body over {self.max_body} bytes")
                 return
             body = body_or_none
-            if scope["path"].startswith(PROTECTED_PREFIX):
-                refused = self._admit(scope, state)
-                if refused is not None:
-                    status, detail, headers = refused
-                    await self._problem(send_wrapped, status, detail, headers)
+            if state.get("admin") and scope["method"] not in READ_METHODS:
+                failure = self._record_start(scope, state, body)
+                if failure is not None:
+                    recorded = False
+                    await self._problem(send_wrapped, 503, failure)
                     return
             await self.app(scope, _replay(body, receive), send_wrapped)
+        except _BodyTimeout:
+            if sent["status"] is None:
+                await self._problem(
+                    send_wrapped, 408, f"the request body did not arrive within {self.body_s:g} s"
+                )
         except Exception:
             incident = secrets.token_hex(4)
             log.exception("incident %s: %s %s", incident, scope["method"], scope["path"])
@@ -159,15 +185,72 @@ class ApiGuard:
                     f"internal error (incident {incident}); the server log has the details",
                 )
         finally:
-            self._record(scope, state, sent, body, time.monotonic() - started)
+            if recorded:
+                self._record(scope, state, sent, body, time.monotonic() - started)
+
+    def _flushing_at_shutdown(self, send: Send) -> Send:
+        """``send`` for the lifespan scope: refusals still counted are written before the end."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                self._write_tallies(everything=True)
+            await send(message)
+
+        return wrapped
+
+    def _write_tallies(self, *, everything: bool = False) -> None:
+        for line in self.tally.due(everything=everything):
+            problem = safe_append(
+                self.audit,
+                actor="anonymous",
+                via="api",
+                action="refused requests",
+                params={"paths": line.pop("paths")},
+                outcome="refused",
+                detail=f"{line['count']} requests from {line['client']} refused by the "
+                f"address budget in the last {line['window_s']:g} s",
+                extra=line,
+            )
+            if problem:
+                log.error(problem)
+
+    def _record_start(self, scope: Scope, state: dict[str, Any], body: bytes) -> str | None:
+        """Write the line saying a change begins; the reason it could not be written, if not.
+
+        A change the audit log cannot record is not made: the client gets a 503 saying why.
+        """
+        raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        try:
+            self.audit.append(
+                actor=str(state["actor"]),
+                via="api",
+                action=f"{scope['method']} {scope['path']}",
+                params=summarize(raw, scope.get("query_string", b""), body, keep_body=True),
+                outcome="started",
+                extra={"client": _client(scope)},
+            )
+        except (OSError, BmcError) as exc:
+            log.error("audit log %s cannot be written: %s", self.audit.path.name, exc)
+            return (
+                f"the audit log cannot be written ({public_message(str(exc))}); nothing was done. "
+                "Free space or fix the log's permissions, then try again"
+            )
+        return None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, ``None`` past ``api.max_body_bytes``; a body that has not arrived
+        within ``api.body_timeout_s`` raises :class:`_BodyTimeout` (a slow client would
+        otherwise hold a worker as long as it likes)."""
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
                 return None
+        deadline = time.monotonic() + self.body_s
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise _BodyTimeout from None
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -181,8 +264,14 @@ class ApiGuard:
     def _admit(
         self, scope: Scope, state: dict[str, Any]
     ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """Why the request is refused (status, detail, headers), or ``None`` to let it in.
+
+        Every request without a valid token, to any path, spends its address's budget first:
+        strangers cannot grow the audit log faster than that budget allows.
+        """
         method = scope["method"]
-        address = (scope.get("client") or ("unknown", 0))[0]
+        address = _client(scope)
+        protected = scope["path"].startswith(PROTECTED_PREFIX)
         auth = ""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
@@ -203,9 +292,13 @@ class ApiGuard:
             retry = self.rates.hit(method, "address", address)
             if retry is not None:
                 return 429, f"too many requests from {address}", _retry(retry)
+            if not protected:
+                return None
             if not presented:
                 return 401, "an admin bearer token is required", _challenge("")
             return 401, "the bearer token is not valid", _challenge("invalid_token")
+        if not protected:
+            return None
         retry = self.rates.hit(method, "token", token.name)
         if retry is not None:
             return 429, f"too many requests with token {token.name}", _retry(retry)
@@ -244,26 +337,8 @@ class ApiGuard:
         duration: float,
     ) -> None:
         status = sent["status"] or 0
-        raw_path = scope.get("raw_path") or scope["path"].encode()
+        raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope.get("query_string", b"")
-        params: dict[str, Any] = dict(parse_qsl(query.decode("latin-1")))
-        values = list(params.values())
-        params["path"] = raw_path.decode("latin-1")
-        if body:
-            try:
-                params["body"] = json.loads(body)
-                values += list(_strings(params["body"]))
-            except ValueError:
-                params["body"] = f"<{len(body)} bytes, not JSON>"
-        suspicious = []
-        if (
-            _TRAVERSAL.search(params["path"])
-            or _TRAVERSAL.search(scope["path"])
-            or any(_looks_like_path(v) for v in values)
-        ):
-            suspicious.append("path traversal")
-        if _INJECTION.search(body) or _INJECTION.search(query):
-            suspicious.append("operator injection")
         detail = None
         if status >= 400:
             try:
@@ -271,16 +346,17 @@ class ApiGuard:
             except (ValueError, AttributeError):
                 detail = None
         extra = dict(state.get("audit") or {})
-        extra["client"] = (scope.get("client") or ("unknown", 0))[0]
+        extra["client"] = _client(scope)
         extra["status"] = status
-        if suspicious:
-            extra["suspicious"] = suspicious
+        found = suspicions(scope["path"], raw, query, body)
+        if found:
+            extra["suspicious"] = found
         problem = safe_append(
             self.audit,
             actor=str(state.get("actor", "anonymous")),
             via="api",
-            action=f"{scope['method']} {scope['path']}",
-            params=params,
+            action=f"{scope['method']} {_cut_path(scope['path'])}",
+            params=summarize(raw, query, body, keep_body=bool(state.get("admin"))),
             outcome="ok" if 0 < status < 400 else ("refused" if status < 500 else "error"),
             detail=detail,
             duration_s=duration,
@@ -290,28 +366,16 @@ class ApiGuard:
             log.error(problem)
 
 
-def _strings(value: Any, depth: int = 0) -> Any:
-    """Every string in a parsed JSON body (bounded depth: bodies are small and limited)."""
-    if depth > 20:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v, depth + 1)
+class _BodyTimeout(Exception):
+    """The request body did not arrive in time (answered 408)."""
 
 
-def _looks_like_path(value: str) -> bool:
-    """A parameter that tries to name a file: ``..`` segments, or an absolute path."""
-    parts = re.split(r"[/\\]", value)
-    return (
-        ".." in parts
-        or value.startswith(("/", "~", "\\"))
-        or bool(re.match(r"^[A-Za-z]:[/\\]", value))
-    )
+def _client(scope: Scope) -> str:
+    return str((scope.get("client") or ("unknown", 0))[0])
+
+
+def _cut_path(path: str) -> str:
+    return path if len(path) <= MAX_PATH_CHARS else path[:MAX_PATH_CHARS] + "..."
 
 
 def _retry(seconds: int) -> list[tuple[bytes, bytes]]:

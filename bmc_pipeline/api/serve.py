@@ -6,12 +6,15 @@ so it is refused unless ``allow_plain_http`` says that a TLS-terminating proxy s
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import stat
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bmc_pipeline.api.app import create_app
 from bmc_pipeline.config import Settings
@@ -78,8 +81,11 @@ def build_server(
         ssl_keyfile=str(tls[1]) if tls else None,
         log_level=log_level,
         server_header=False,
-        proxy_headers=False,  # client addresses (rate limits, audit) are the peer's, not a header's
+        # client addresses (rate limits, audit) are the peer's, unless the peer is a named proxy
+        proxy_headers=bool(settings.api.trusted_proxies),
+        forwarded_allow_ips=list(settings.api.trusted_proxies) or None,
         timeout_keep_alive=5,
+        http=header_deadline_protocol(settings.api.header_timeout_s),
     )
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, WithoutQueryStrings) for f in access.filters):
@@ -98,3 +104,52 @@ class WithoutQueryStrings(logging.Filter):
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
             record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
         return True
+
+
+def header_deadline_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take too long.
+
+    uvicorn times out idle keep-alive connections but not a client that sends its headers a byte
+    at a time; such clients, a few hundred of them, would hold every connection the server has.
+    The clock starts when the connection opens (or the first byte of a next request arrives) and
+    stops when the headers are complete; the body has its own deadline in the guard.
+    """
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._start_clock()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._stop_clock()  # the headers are in: a request is being answered
+            elif self._deadline is None and not self.transport.is_closing():
+                self._start_clock()  # the first bytes of a next request on this connection
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._stop_clock()  # idle now: the keep-alive timeout applies
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_clock()
+            super().connection_lost(exc)
+
+        def _start_clock(self) -> None:
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _stop_clock(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                peer = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+                self.logger.info("%sclosed: request headers not complete in %gs", peer, seconds)
+                self.transport.close()
+
+    return HeaderDeadline

@@ -73,13 +73,18 @@ def config_path(ctx: click.Context) -> str | None:
     return path
 
 
+READ_ONLY = frozenset({"list", "validate", "doctor", "status", "devdb status", "api-token list"})
+
+
 def command(
     group: click.Group, name: str, *, audited: bool = True, **attrs: Any
 ) -> Callable[[F], F]:
     """Register ``fn(settings, **options) -> exit code`` as a command of ``group``.
 
     The command line's audit line is written around it: the OS user, the command path and its
-    options (``audited=False`` for reading the audit log itself, which must not add to it).
+    options (``audited=False`` for reading the audit log itself, which must not add to it). A
+    command that changes or reads out data (all but :data:`READ_ONLY` ones) writes a "started"
+    line first and does not run when it cannot (exit 10).
     """
 
     def wrap(fn: F) -> F:
@@ -92,7 +97,11 @@ def command(
                 return code
             action = " ".join(ctx.command_path.split()[1:])
             with audit_log_for(settings).operation(
-                actor=current_user(), via="cli", action=action, params=params
+                actor=current_user(),
+                via="cli",
+                action=action,
+                params=params,
+                changes=action not in READ_ONLY,
             ) as info:
                 code = fn(settings, **params)
                 if code:

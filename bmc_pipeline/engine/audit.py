@@ -38,11 +38,13 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.atomic import write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, audit_mac, constant_time_equal
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import BmcError, KeyConfigError
+from bmc_pipeline.engine.errors import AuditWriteError, BmcError, KeyConfigError
 
 GENESIS = "0" * 64
 _SECRET_NAME = re.compile(r"key|token|password|secret|authorization|webhook|cookie", re.I)
 _MAX_VALUE_CHARS = 300
+_MAX_KEYS = 30
+_MAX_KEY_CHARS = 60
 _TAIL_BYTES = 65_536
 _lock = threading.Lock()
 _log = logging.getLogger("bmc_pipeline.audit")
@@ -65,10 +67,15 @@ def scrub(value: Any, depth: int = 0) -> Any:
     if depth > 6:
         return "<nested too deep>"
     if isinstance(value, Mapping):
-        return {
-            str(k): "<redacted>" if _SECRET_NAME.search(str(k)) else scrub(v, depth + 1)
-            for k, v in value.items()
+        out_map = {
+            str(k)[:_MAX_KEY_CHARS]: "<redacted>"
+            if _SECRET_NAME.search(str(k))
+            else scrub(v, depth + 1)
+            for k, v in list(value.items())[:_MAX_KEYS]
         }
+        if len(value) > _MAX_KEYS:
+            out_map["<more keys>"] = len(value) - _MAX_KEYS
+        return out_map
     if isinstance(value, list | tuple | set | frozenset):
         items = list(value)
         out = [scrub(v, depth + 1) for v in items[:20]]
@@ -210,14 +217,30 @@ class AuditLog:
         via: str,
         action: str,
         params: Mapping[str, Any] | None = None,
+        changes: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Record the operation in the ``with`` body: its outcome, error and duration.
 
         The body may add to the yielded dict (``detail``, ``extra``) what it learnt, such as the
         backup id it made. An exception is recorded as ``error`` and re-raised.
+
+        An operation that ``changes`` something first writes a ``started`` line, and does not
+        run (:class:`AuditWriteError`) when that line cannot be written: a change the log cannot
+        record is not made. (A signed log and no key here is only warned about: that line could
+        never be written, and refusing would lock out the commands that set a key up.)
         """
         info: dict[str, Any] = {}
         started = time.monotonic()
+        if changes:
+            try:
+                self.append(actor=actor, via=via, action=action, params=params, outcome="started")
+            except KeyConfigError:
+                pass  # said once, by the closing line's warning below
+            except (OSError, BmcError) as exc:
+                raise AuditWriteError(
+                    f"not done: the audit log {self.path} cannot be written ({exc}); free space "
+                    "or fix its permissions (audit.path in backup_config.json), then run it again"
+                ) from exc
         failure: tuple[str, str] | None = None
         try:
             yield info

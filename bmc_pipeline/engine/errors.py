@@ -105,6 +105,13 @@ class UnknownCollectionError(BmcError):
     http_status = 404
 
 
+class AuditWriteError(BmcError):
+    """A change refused because the audit log could not record it (full disk, permissions)."""
+
+    exit_code = 10
+    http_status = 503
+
+
 class UnstorableError(BmcError):
     """A recoverable conversation that BSON cannot hold; recovery stops before writing."""
 
