@@ -131,6 +131,11 @@ class RestoreRequest(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rollback_id: str = Field(pattern=ROLLBACK_ID_PATTERN)
+    force: StrictBool = Field(
+        default=False,
+        description="roll back even if documents the restore wrote were changed since "
+        "(otherwise 409 naming them)",
+    )
 
 
 class BackupCreated(BaseModel):

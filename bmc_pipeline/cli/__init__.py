@@ -7,7 +7,7 @@ the error's class in ``engine/errors.py`` (docs/CLI.md lists them).
 
 Commands live by area: ``backups`` (backup, list, validate, export, push, pull, delete),
 ``recovery`` (restore, rollback, scan, recover), ``admin`` (keygen, seed, rotate, status, doctor,
-demo) and ``servers`` (the devdb, api, api-token and audit groups).
+demo), ``servers`` (the devdb, api, api-token and audit groups) and ``quarantine``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import click
 
-from bmc_pipeline.cli import admin, backups, recovery, servers
+from bmc_pipeline.cli import admin, backups, quarantine, recovery, servers
 from bmc_pipeline.engine.errors import EXIT_INTERRUPTED, BmcError
 
 
@@ -38,6 +38,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 for area in (backups, recovery, admin):
     area.commands.register(cli)
 servers.register(cli)
+quarantine.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,7 +73,9 @@ def config_path(ctx: click.Context) -> str | None:
     return path
 
 
-READ_ONLY = frozenset({"list", "validate", "doctor", "status", "devdb status", "api-token list"})
+READ_ONLY = frozenset(
+    {"list", "validate", "doctor", "status", "devdb status", "api-token list", "quarantine list"}
+)
 
 
 def command(

@@ -63,7 +63,10 @@ def print_restore_report(report: dict[str, Any], *, as_json: bool, undo: bool = 
     for e in report["errors"][:10]:
         print(f"  invalid: {e}")
     if report["quarantine_file"]:
-        print(f"  invalid documents saved to {report['quarantine_file']}")
+        print(
+            f"  invalid documents saved, encrypted, to {report['quarantine_file']}; read them "
+            f"with: bmc-backup quarantine show {report['quarantine_id']}"
+        )
     if report["rollback_id"] and undo:
         print(f"  undo with: bmc-backup rollback {report['rollback_id']}")
     print_verified(report)
@@ -235,9 +238,14 @@ def restore_files(
 
 @commands("rollback", help="undo a restore, from the rollback id it reported")
 @click.argument("rollback_id")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="roll back even if documents the restore wrote were changed since (they are lost)",
+)
 @json_option
-def rollback(settings: Settings, rollback_id: str, json: bool) -> int:
-    result = restore_engine(settings, quiet=json).rollback(rollback_id)
+def rollback(settings: Settings, rollback_id: str, force: bool, json: bool) -> int:
+    result = restore_engine(settings, quiet=json).rollback(rollback_id, force=force)
     if json:
         print_json(result)
     else:

@@ -351,6 +351,8 @@ class BackupEngine:
         names = collections or list(self.settings.collections)
         for n in names:
             check_collection_name(n)
+        for p in self.store.remove_stale_leftovers():
+            self.log(f"removed {p.name}, left by a backup that did not finish")
         now = now or datetime.now(timezone.utc)
         backup_id = new_backup_id(backup_type, now)
         results: dict[str, CollectionBackup] = {}

@@ -206,7 +206,7 @@ def rotate(
                 continue
             if p.name not in keep_blobs and st.st_mtime < cutoff:
                 unused.append((p, st.st_size))
-    leftovers = [p for p in store.leftovers() if p.stat().st_mtime < cutoff]
+    leftovers = store.stale_leftovers()  # a writer that is still alive holds its lock
     if not dry_run:
         for bid in doomed:
             log(f"deleting backup {bid}")

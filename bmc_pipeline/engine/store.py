@@ -8,7 +8,9 @@ Layout (docs/FORMAT.md has the whole specification)::
 Publication is crash-safe in restic's order: archives are written into a hidden temporary
 directory, fsynced and renamed into place; the manifest is written last, to a temporary name,
 fsynced and renamed. A backup exists if and only if its manifest does, so a process killed at any
-moment leaves at most a hidden ``.tmp-*`` directory that no listing takes for a backup.
+moment leaves at most a hidden ``.tmp-*`` directory that no listing takes for a backup; the
+writer holds a lock (:mod:`.locks`) while it exists, so the next backup or ``rotate`` can tell a
+leftover of a dead writer from a backup being written, and removes it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bmc_pipeline.engine.atomic import fsync_dir, write_atomic
+from bmc_pipeline.engine.atomic import TMP_PREFIX, fsync_dir, write_atomic
 from bmc_pipeline.engine.crypto import KeyRing, constant_time_equal, manifest_mac
 from bmc_pipeline.engine.errors import BackupNotFoundError, BmcError, IntegrityError
+from bmc_pipeline.engine.locks import LOCK_DIR, hold, is_held, lock_path
 from bmc_pipeline.engine.manifest import Manifest
 
 MANIFEST_VERSION = "1.0.0"
@@ -276,16 +279,20 @@ class BackupStore:
         if ref.manifest_path.exists() or ref.payload_dir.exists():
             raise FileExistsError(f"backup {backup_id} already exists")
         self.mkdir(ref.payload_dir.parent)
-        tmp = ref.payload_dir.parent / f".tmp-{backup_id}"
-        tmp.mkdir()
-        os.chmod(tmp, self.dir_mode)
-        pb = PendingBackup(self, ref, tmp)
-        try:
-            yield pb
-        finally:
-            pb.close_files(sync=False)
-            if not pb.published:
-                shutil.rmtree(tmp, ignore_errors=True)
+        tmp = ref.payload_dir.parent / f"{TMP_PREFIX}{backup_id}"
+        # held while the directory exists: a leftover whose writer is gone is one nobody holds
+        writer = lock_path(self.root, "backup", backup_id)
+        with hold(writer, f"writing backup {backup_id}"):
+            tmp.mkdir()
+            os.chmod(tmp, self.dir_mode)
+            pb = PendingBackup(self, ref, tmp)
+            try:
+                yield pb
+            finally:
+                pb.close_files(sync=False)
+                if not pb.published:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                writer.unlink(missing_ok=True)
 
     def write_file_atomic(self, path: Path, data: bytes) -> None:
         write_atomic(path, data, mode=self.file_mode)
@@ -297,10 +304,32 @@ class BackupStore:
         shutil.rmtree(ref.payload_dir, ignore_errors=True)
 
     def leftovers(self) -> list[Path]:
-        """Temporary directories of writes that never finished (a crash or a kill)."""
+        """Temporary directories of backups being written, or whose writer died (a kill, a crash,
+        a full disk that also failed the clean-up)."""
         if not self.root.is_dir():
             return []
-        return sorted(p for d in self.root.iterdir() if d.is_dir() for p in d.glob(".tmp-*"))
+        return sorted(
+            p
+            for d in self.root.iterdir()
+            if d.is_dir() and d.name != LOCK_DIR
+            for p in d.glob(f"{TMP_PREFIX}*")
+            if p.is_dir()
+        )
+
+    def stale_leftovers(self) -> list[Path]:
+        """The :meth:`leftovers` no live process is writing: safe to remove at any time."""
+        return [
+            p
+            for p in self.leftovers()
+            if not is_held(lock_path(self.root, "backup", p.name.removeprefix(TMP_PREFIX)))
+        ]
+
+    def remove_stale_leftovers(self) -> list[Path]:
+        """Remove what interrupted writes left (run by every backup and by ``rotate``)."""
+        stale = self.stale_leftovers()
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        return stale
 
 
 class PendingBackup:

@@ -71,6 +71,11 @@ class RestoreConfig(dg.Config):
 
 class RollbackConfig(dg.Config):
     rollback_id: str = Field(description="the rollback_id a restore reported")
+    force: bool = Field(
+        default=False,
+        description="roll back even if documents the restore wrote were changed since "
+        "(those changes are lost)",
+    )
 
 
 def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
@@ -197,9 +202,10 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
     ) -> dg.Output[dict[str, Any]]:
         engine = engine_for(context, mongo, encryption, storage)
         with audited_run(
-            context, settings, engine.keyring, "rollback", {"rollback_id": config.rollback_id}
-        ) as info:
-            result = engine.rollback(config.rollback_id)
+            context, settings, engine.keyring, "rollback",
+            {"rollback_id": config.rollback_id, "force": config.force},
+        ) as info:  # fmt: skip
+            result = engine.rollback(config.rollback_id, force=config.force)
             info["outcome"] = "ok" if result["verified"] else "unverified"
         if not result["verified"]:
             raise dg.Failure(description=f"rollback not verified: {result['verification']}")

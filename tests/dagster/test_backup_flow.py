@@ -333,6 +333,9 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_like_a_backup(
     assert main(["--config", str(cfg), "validate", "latest"]) == 4
     assert main(["--config", str(cfg), "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 0
+    # the next backup removes what the killed one left (its writer no longer holds the lock)
+    assert main(["--config", str(cfg), "backup", "--no-files"]) == 0
+    assert len(store.refs()) == 1 and store.leftovers() == []
 
 
 def test_server_stopped_mid_backup_fails_cleanly_and_rerun_succeeds(

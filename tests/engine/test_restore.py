@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError, DatabaseError, IntegrityError, PartialRestoreError
 from bmc_pipeline.engine.mongo import connect, raw_batches
+from bmc_pipeline.engine.quarantine import read_quarantine
 from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters
 from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.sample_data import seed_database
@@ -371,9 +371,13 @@ def test_invalid_documents_are_quarantined_and_the_rest_restored(
     mongo_db["conversations"].drop()
     report = restore.restore(bid, "conversations")
     assert report.inserted == 10 and report.invalid == 1
-    assert report.quarantine_file and "session_id" in Path(report.quarantine_file).read_text()
-    line = json.loads(Path(report.quarantine_file).read_text().splitlines()[0])
-    assert line["document"]["messages"] == "not a list"
+    # kept encrypted: nothing of the document is readable in the file itself
+    assert report.quarantine_file and report.quarantine_id
+    stored = Path(report.quarantine_file).read_bytes()
+    assert b"session_id" not in stored and b"not a list" not in stored
+    store = BackupStore(settings.backup_dir)
+    ((reason, document),) = read_quarantine(store, keyring, report.quarantine_id)
+    assert document["messages"] == "not a list" and "session_id" in reason
     with pytest.raises(BmcError, match="fail_fast"):
         restore.restore(bid, "conversations", target_collection="other", fail_fast=True)
 

@@ -112,7 +112,10 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
 )
 def rollback_endpoint(request: Request, body: RollbackRequest) -> RollbackResult:
     result, run_id = app_state(request).run_restoring_job(
-        request, "rollback_job", "rollback_op", {"rollback_id": body.rollback_id}
+        request,
+        "rollback_job",
+        "rollback_op",
+        {"rollback_id": body.rollback_id, "force": body.force},
     )
     request.state.audit = {"rollback_id": body.rollback_id, "run_id": run_id}
     return RollbackResult(result=jsonable(result), run_id=run_id)

@@ -27,7 +27,10 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError, PartialRestoreError
 from bmc_pipeline.engine.files import BlobStore
+from bmc_pipeline.engine.locks import restoring
+from bmc_pipeline.engine.quarantine import Quarantine
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
+from bmc_pipeline.engine.restore import after
 from bmc_pipeline.engine.restore.chain import (
     collections_at,
     point_documents,
@@ -43,7 +46,7 @@ from bmc_pipeline.engine.restore.indexes import (
     ensure_collection,
 )
 from bmc_pipeline.engine.restore.legacy import LegacyFile
-from bmc_pipeline.engine.restore.plan import PlanFiles, Quarantine, RestorePlanner
+from bmc_pipeline.engine.restore.plan import PlanFiles, RestorePlanner
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.rollback import CollectionChange, publish_rollback
 from bmc_pipeline.engine.restore.rollback import rollback as rollback_to
@@ -264,6 +267,11 @@ class RestoreEngine:
         dry_run = any(o.dry_run for o in many) or bool(files and files.dry_run)
         self.store.mkdir(self.store.root)
         with contextlib.ExitStack() as temp:
+            if not dry_run:  # from the plan to the read-back, nobody else restores these targets
+                targets = [f"{self.db.name}.{o.target_collection}" for o in many]
+                if files:
+                    targets.append(f"files:{files.target.resolve()}")
+                temp.enter_context(restoring(self.store.root, targets, "a restore"))
             planned = []
             for opts in many:
                 tmp = temp.enter_context(
@@ -312,16 +320,31 @@ class RestoreEngine:
                 if rid is None:
                     raise
                 self._after_failed_write(rid, exc, auto=all(o.auto_rollback for o in many))
+            if rid is not None:
+                self._record_after(rid, planned)
         point.duration_s = time.monotonic() - started
         return point
+
+    def _record_after(self, rid: str, planned: list[_Planned]) -> None:
+        """What the restore left, for the rollback's check that nobody changed it since."""
+        t = time.monotonic()
+        state = {
+            p.report.target_collection: after.current_hashes(
+                p.coll, after.touched(p.plan), self.batch
+            )
+            for p in planned
+        }
+        after.record(self.settings, self.keyring, self.store.ref(rid).payload_dir, rid, state)
+        for p in planned:
+            p.report.phases_s["record_after"] = time.monotonic() - t
 
     def _after_failed_write(self, rid: str, exc: Exception, *, auto: bool) -> None:
         """A write failed half-way: undo it from the rollback point, or say how to; always raises."""
         undone = False
         if auto:
             self.log(f"the restore stopped while writing ({exc}); rolling back from {rid}")
-            try:
-                undone = bool(self.rollback(rid)["verified"])
+            try:  # this process holds the targets' locks already
+                undone = bool(self.rollback(rid, lock=False, force=True)["verified"])
             except Exception as again:  # the database may be what failed: say so, keep the id
                 self.log(f"the automatic rollback failed too: {again}")
         if undone:
@@ -371,7 +394,11 @@ class RestoreEngine:
         t = time.monotonic()
         before, before_digest = read_target(coll, self.settings.mongodb.batch_size)
         plan = PlanFiles(tmp, self.keyring, self.settings)
-        quarantine = Quarantine(self.store, target)
+        quarantine = Quarantine(
+            self.store, self.keyring, target,
+            level=self.settings.compression.level,
+            segment_size=self.settings.encryption.segment_size,
+        )  # fmt: skip
         planner = RestorePlanner(
             coll,
             self.settings.collection(opts.collection),
@@ -405,6 +432,7 @@ class RestoreEngine:
         plan.close()
         if quarantine.path is not None:
             report.quarantine_file = str(quarantine.path)
+            report.quarantine_id = quarantine.quarantine_id
         report.phase("plan", t)
         complete = not before and not filters.selective and legacy is None
         # the maps of the plan are not needed any more: only the counts are kept
@@ -471,8 +499,16 @@ class RestoreEngine:
         ids = [decode_id(id_element(d)) for d in plan.read("delete")]
         delete_ids(coll, ids, self.batch)
 
-    def rollback(self, rollback_id: str) -> dict[str, Any]:
-        """Return what a restore changed (collections, files) to its state before it."""
+    def rollback(
+        self, rollback_id: str, *, force: bool = False, lock: bool = True
+    ) -> dict[str, Any]:
+        """Return what a restore changed (collections, files) to its state before it.
+
+        Refused when documents it would replace or delete changed after the restore, unless
+        ``force`` (see :mod:`.rollback`); ``lock=False`` only where this process holds the
+        targets' restore locks already.
+        """
         return rollback_to(
-            self.settings, self.store, self.keyring, self.db, self.blobs(), rollback_id
-        )
+            self.settings, self.store, self.keyring, self.db, self.blobs(), rollback_id,
+            force=force, lock=lock,
+        )  # fmt: skip

@@ -8,29 +8,25 @@ a quarantine file (never in a dry run).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 import bson
-from bson import json_util
 
 from bmc_pipeline.config import CollectionSettings, Settings
 from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveStats, ArchiveWriter
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.quarantine import Quarantine
 from bmc_pipeline.engine.rawbson import datetime_ms, decode_id, id_element, top_level
 from bmc_pipeline.engine.restore.filters import RestoreFilters
 from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import CODEC, Log, fetch_current
 from bmc_pipeline.engine.schema import invalid_reason
-from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.vocabulary import Strategy
 
 
@@ -73,36 +69,6 @@ class PlanFiles:
             return
         with path.open("rb") as fh:
             yield from ArchiveReader(fh, self.keyring, name=name).documents()
-
-
-class Quarantine:
-    """Invalid documents, one JSON line each with the reason, opened on the first one."""
-
-    def __init__(self, store: BackupStore, target: str) -> None:
-        self.store, self.target = store, target
-        self.path: Path | None = None
-        self._fh: IO[str] | None = None
-
-    def add(self, raw: bytes, reason: str) -> None:
-        if self._fh is None:
-            qdir = self.store.root / "quarantine"
-            self.store.mkdir(qdir)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            self.path = qdir / f"{stamp}-{self.target}.jsonl"
-            # whole decrypted documents: readable by their owner only
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self._fh = os.fdopen(fd, "a", encoding="utf-8")
-        document = json.loads(
-            json_util.dumps(
-                bson.decode(raw, codec_options=CODEC),
-                json_options=json_util.CANONICAL_JSON_OPTIONS,
-            )
-        )
-        self._fh.write(json.dumps({"reason": reason, "document": document}) + "\n")
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
 
 
 class RestorePlanner:

@@ -36,7 +36,8 @@ class RestoreReport:
     verification: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     samples: dict[str, list[str]] = field(default_factory=dict)
-    quarantine_file: str | None = None
+    quarantine_file: str | None = None  # encrypted; 'bmc-backup quarantine show ID' reads it
+    quarantine_id: str | None = None
     phases_s: dict[str, float] = field(default_factory=dict)  # verify, plan, rollback, write, check
     indexes_created: list[str] = field(default_factory=list)
     index_errors: list[str] = field(default_factory=list)

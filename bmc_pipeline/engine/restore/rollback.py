@@ -14,8 +14,10 @@ their own, and dropping an index the application may rely on is not an undo anyo
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
@@ -24,6 +26,7 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.files import BlobStore
+from bmc_pipeline.engine.locks import restoring
 from bmc_pipeline.engine.manifest import (
     FORMAT,
     ArchiveEntry,
@@ -34,12 +37,19 @@ from bmc_pipeline.engine.manifest import (
 )
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
+from bmc_pipeline.engine.restore import after
 from bmc_pipeline.engine.restore.chain import BackupPoint, verify_chain
 from bmc_pipeline.engine.restore.files import rollback_files
 from bmc_pipeline.engine.restore.plan import PlanFiles
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import delete_ids, in_batches, read_target, replace
-from bmc_pipeline.engine.store import MANIFEST_VERSION, BackupStore, PendingBackup, new_backup_id
+from bmc_pipeline.engine.store import (
+    MANIFEST_VERSION,
+    BackupRef,
+    BackupStore,
+    PendingBackup,
+    new_backup_id,
+)
 
 
 @dataclass
@@ -163,11 +173,17 @@ def rollback(
     db: Any,
     blobs: BlobStore,
     rollback_id: str,
+    *,
+    force: bool = False,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """Return what a restore changed to its state before the restore that made ``rollback_id``.
 
     The top-level keys are those of a one-collection rollback (``collection`` names every
-    collection, counts are summed); ``collections`` and ``files`` give each part.
+    collection, counts are summed); ``collections`` and ``files`` give each part. Refused
+    (:class:`GuardedError`) when documents the restore wrote changed since, unless ``force``
+    (:mod:`.after`); the targets' restore locks are held throughout unless ``lock`` is False
+    (the caller holds them).
     """
     started = time.monotonic()
     ref = store.resolve(rollback_id)
@@ -176,6 +192,28 @@ def rollback(
             f"{rollback_id} is a {ref.backup_type} backup, not a rollback point; use restore"
         )
     manifest = store.load_manifest(ref, keyring)
+    targets = [f"{db.name}.{t}" for t in manifest.collections]
+    if manifest.filesystem.get("root"):
+        targets.append(f"files:{Path(str(manifest.filesystem['root'])).resolve()}")
+    with restoring(store.root, targets, f"rollback {rollback_id}") if lock else nullcontext():
+        if not force:
+            state = after.load(keyring, ref.payload_dir, rollback_id)
+            if state is not None:
+                after.refuse_if_changed(db, state, rollback_id, settings.restore.batch_size)
+        result = _rollback(settings, store, keyring, db, blobs, ref, manifest)
+    result["duration_s"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _rollback(
+    settings: Settings,
+    store: BackupStore,
+    keyring: KeyRing,
+    db: Any,
+    blobs: BlobStore,
+    ref: BackupRef,
+    manifest: Manifest,
+) -> dict[str, Any]:
     points = {
         target: BackupPoint(ref, manifest, entry) for target, entry in manifest.collections.items()
     }
@@ -192,7 +230,7 @@ def rollback(
         texts += said
         verified = verified and not problems
     return {
-        "rollback_id": rollback_id,
+        "rollback_id": ref.backup_id,
         "collection": ", ".join(parts),
         "deleted": sum(p["deleted"] for p in parts.values()),
         "restored": sum(p["restored"] for p in parts.values()),
@@ -200,5 +238,4 @@ def rollback(
         "verification": "; ".join(texts),
         "collections": parts,
         "files": files,
-        "duration_s": round(time.monotonic() - started, 3),
     }
