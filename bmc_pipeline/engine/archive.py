@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,17 @@ from typing import BinaryIO
 
 import zstandard
 
+if sys.version_info >= (3, 14):
+    from compression.zstd import ZstdDecompressor, ZstdError
+else:  # the same module, backported: output bounded per call, unlike zstandard's decompressobj
+    from backports.zstd import ZstdDecompressor, ZstdError
+from bmc_pipeline.engine.bsonstream import (
+    INT32,
+    MAX_DOCUMENT_SIZE,
+    bson_documents,
+    count_documents,
+    walk_documents,
+)
 from bmc_pipeline.engine.crypto import (
     NONCE_PREFIX_SIZE,
     SALT_SIZE,
@@ -35,8 +47,7 @@ MAGIC = b"BMCARC"
 FORMAT_VERSION = 1
 COMPRESSION_ZSTD = 1
 DEFAULT_SEGMENT_SIZE = 1 << 20
-# A BSON document is at most 16 MiB in MongoDB; anything far above that is corruption.
-MAX_DOCUMENT_SIZE = 48 << 20
+MAX_CHUNK = 4 << 20  # the most plaintext one decompression step may produce
 _FIXED = struct.Struct(">6sBBIB")  # magic, version, compression, segment size, key id length
 ARCHIVE_SUFFIX = ".bson.zst.enc"
 
@@ -69,66 +80,6 @@ class ArchiveStats:
     stored_sha256: str  # of the file's bytes as stored
     key_id: str
     segments: int
-
-
-def bson_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> Iterator[bytes]:
-    """Split a buffer of concatenated BSON documents; the buffer must end on a document boundary."""
-    view = memoryview(buf)
-    pos, end = 0, len(view)
-    while pos < end:
-        if end - pos < 5:
-            raise IntegrityError(f"{where}: {end - pos} stray bytes after the last BSON document")
-        size = int.from_bytes(view[pos : pos + 4], "little")
-        if size < 5 or size > MAX_DOCUMENT_SIZE or pos + size > end or view[pos + size - 1] != 0:
-            raise IntegrityError(
-                f"{where}: malformed BSON document at offset {pos} (length {size})"
-            )
-        yield bytes(view[pos : pos + size])
-        pos += size
-
-
-_INT32 = struct.Struct("<i")
-
-
-def _walk(
-    buf: bytes | bytearray | memoryview, where: str, base: int = 0, start: int = 0
-) -> tuple[int, int]:
-    """Walk document lengths from ``start``: (end of the last whole document, how many).
-
-    Checks each length and terminator without copying anything; ``base`` is the stream offset of
-    ``buf[start]`` for messages. Called on the decompressor's ``bytes`` rather than a memoryview
-    of them: indexing and ``unpack_from`` on ``bytes`` take about half the time, and this loop is
-    what separates the reader from its floor (docs/PERFORMANCE.md).
-    """
-    pos, n = start, 0
-    last = len(buf) - 4
-    unpack = _INT32.unpack_from
-    while pos <= last:
-        (size,) = unpack(buf, pos)
-        nxt = pos + size
-        if size < 5 or size > MAX_DOCUMENT_SIZE:
-            raise IntegrityError(
-                f"{where}: malformed BSON document at offset {base + pos - start} (length {size})",
-                reason="bad-bson",
-            )
-        if nxt > last + 4:
-            break
-        if buf[nxt - 1]:
-            raise IntegrityError(
-                f"{where}: BSON document at offset {base + pos - start} is not terminated",
-                reason="bad-bson",
-            )
-        pos = nxt
-        n += 1
-    return pos, n
-
-
-def count_documents(buf: bytes | bytearray | memoryview, *, where: str = "") -> int:
-    """Count and check concatenated BSON documents; the buffer must end on a boundary."""
-    pos, n = _walk(buf, where)
-    if pos != len(buf):
-        raise IntegrityError(f"{where}: {len(buf) - pos} stray bytes after the last BSON document")
-    return n
 
 
 class _BackgroundHasher:
@@ -317,9 +268,17 @@ class ArchiveReader:
     unauthenticated byte is ever yielded.
     """
 
-    def __init__(self, inp: BinaryIO, keyring: KeyRing, *, name: str = "archive") -> None:
+    def __init__(
+        self,
+        inp: BinaryIO,
+        keyring: KeyRing,
+        *,
+        name: str = "archive",
+        declared_raw: int | None = None,
+    ) -> None:
         self._in = inp
         self._name = name
+        self._declared = declared_raw  # the manifest's raw_bytes, when there is one
         self.header = read_header(inp, name=name)
         key = keyring.get(self.header.key_id, what=name)
         aes_key, mac_key = derive_archive_keys(key, self.header.salt)
@@ -396,18 +355,42 @@ class ArchiveReader:
             cur, index = nxt, index + 1
 
     def chunks(self) -> Iterator[bytes]:
-        """Authenticated, decompressed plaintext in chunks (the raw BSON stream)."""
-        dec = zstandard.ZstdDecompressor().decompressobj()
+        """Authenticated, decompressed plaintext in chunks (the raw BSON stream).
+
+        Each chunk is at most :data:`MAX_CHUNK` bytes, however much a segment expands (a few
+        kilobytes of zstd can stand for gigabytes of zeros), and past ``declared_raw`` the
+        archive is refused: memory stays bounded and a crafted archive costs little work.
+        """
+        dec = ZstdDecompressor()
         try:
             for pt in self._plaintext_segments():
-                try:
-                    out = dec.decompress(pt)
-                except zstandard.ZstdError as exc:
-                    raise self._fail(f"payload does not decompress: {exc}", "bad-zstd") from None
-                if out:
-                    self._hasher.update(self._plain_hash, out)
-                    self._raw += len(out)
-                    yield out
+                data = pt
+                while True:
+                    if dec.eof:
+                        if data or dec.unused_data:
+                            raise self._fail(
+                                "data follows the end of the compressed stream", "bad-zstd"
+                            )
+                        break
+                    try:
+                        out = dec.decompress(data, MAX_CHUNK)
+                    except (ZstdError, EOFError) as exc:
+                        raise self._fail(
+                            f"payload does not decompress: {exc}", "bad-zstd"
+                        ) from None
+                    data = b""
+                    if out:
+                        self._raw += len(out)
+                        if self._declared is not None and self._raw > self._declared:
+                            raise self._fail(
+                                f"expands past its declared size of {self._declared} bytes: the "
+                                "archive was crafted or its manifest does not belong to it",
+                                "oversized",
+                            )
+                        self._hasher.update(self._plain_hash, out)
+                        yield out
+                    if dec.needs_input:
+                        break  # this segment is consumed
             if not dec.eof:
                 raise self._fail("payload ends inside a zstd frame", "bad-zstd")
         finally:
@@ -432,21 +415,22 @@ class ArchiveReader:
                     start = take
                     if len(pending) < 4:
                         continue
-                size = _INT32.unpack_from(pending, 0)[0]
+                size = INT32.unpack_from(pending, 0)[0]
                 need = size - len(pending)
                 if need > len(chunk) - start or need < 0:
-                    if need < 0:
-                        _walk(pending, self._name, offset)  # raises: a bad length
+                    if need < 0 or size > MAX_DOCUMENT_SIZE:
+                        # raises: a bad length, found before gigabytes are gathered for it
+                        walk_documents(pending, self._name, offset)
                     pending += chunk[start:]
                     continue
                 doc = pending + chunk[start : start + need]
-                _walk(doc, self._name, offset)
+                walk_documents(doc, self._name, offset)
                 self._docs += 1
                 offset += len(doc)
                 start += need
                 pending = b""
                 yield doc
-            end, n = _walk(chunk, self._name, offset, start)
+            end, n = walk_documents(chunk, self._name, offset, start)
             if n:
                 self._docs += n
                 offset += end - start

@@ -28,8 +28,8 @@ from bmc_pipeline.engine.archive import (
     ArchiveReader,
     ArchiveStats,
     ArchiveWriter,
-    bson_documents,
 )
+from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.errors import BmcError, IntegrityError

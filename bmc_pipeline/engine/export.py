@@ -24,14 +24,15 @@ from bmc_pipeline.engine.store import BackupRef, BackupStore
 FORMATS = ("bson", "ejson")
 
 
-def _open_archive(ref: BackupRef, manifest: Manifest, collection: str) -> Path:
+def _open_archive(ref: BackupRef, manifest: Manifest, collection: str) -> tuple[Path, int]:
     colls = manifest.collections
     if collection not in colls:
         raise BmcError(
             f"backup {ref.backup_id} holds no collection {collection!r}; "
             f"it holds: {', '.join(sorted(colls)) or 'none'}"
         )
-    return ref.manifest_path.parent / colls[collection].documents.file
+    entry = colls[collection].documents
+    return ref.manifest_path.parent / entry.file, entry.raw_bytes
 
 
 def export_collection(
@@ -50,10 +51,12 @@ def export_collection(
     if fmt not in FORMATS:
         raise BmcError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     manifest = store.load_manifest(ref, keyring)
-    src = _open_archive(ref, manifest, collection)
+    src, declared = _open_archive(ref, manifest, collection)
     # decrypted documents: readable by their owner only
     with src.open("rb") as fh, atomic_write(out_path, mode=0o600) as out:
-        reader = ArchiveReader(fh, keyring, name=f"backup {ref.backup_id}: {src.name}")
+        reader = ArchiveReader(
+            fh, keyring, name=f"backup {ref.backup_id}: {src.name}", declared_raw=declared
+        )
         if fmt == "ejson":
             return _write_ejson(out, manifest, collection, reader)
         for batch in reader.raw_batches():

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bmc_pipeline.engine.archive import ArchiveReader, bson_documents
+from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore
@@ -77,7 +78,7 @@ def verify_archive(
     seen: set[bytes] = set()
     repeated: list[str] = []
     with path.open("rb") as fh:
-        reader = ArchiveReader(fh, keyring, name=label)
+        reader = ArchiveReader(fh, keyring, name=label, declared_raw=entry.raw_bytes)
         for batch in reader.raw_batches():
             if not unique_ids:
                 continue

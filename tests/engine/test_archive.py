@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import bson
 import pytest
+import zstandard
 from bson import (
     Binary,
     Code,
@@ -277,3 +281,62 @@ def test_a_reader_stopped_early_leaves_no_hashing_thread(keyring: KeyRing) -> No
     next(batches)
     batches.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("archive-sha256")]
+
+
+BOMB = """
+import resource, sys
+from bmc_pipeline.engine.archive import ArchiveReader
+from bmc_pipeline.engine.crypto import Key, KeyRing
+from bmc_pipeline.engine.errors import IntegrityError
+keyring = KeyRing([Key(bytes.fromhex(sys.argv[2]))])
+try:
+    with open(sys.argv[1], "rb") as fh:
+        for _ in ArchiveReader(fh, keyring, name="bomb").raw_batches():
+            pass
+    print("read")
+except IntegrityError as exc:
+    print("refused:", exc.reason)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def _crafted(keyring: KeyRing, zstd_stream: bytes) -> bytes:
+    """An archive sealed with the key around a zstd stream of the test's choosing (what someone
+    holding the key could write; the writer itself only seals what it compressed)."""
+    out = io.BytesIO()
+    seg = 1 << 20  # the default: the whole stream in one segment
+    w = ArchiveWriter(out, keyring, level=3, segment_size=seg)
+    for i in range(0, len(zstd_stream), seg):
+        w._segment(zstd_stream[i : i + seg])
+    w._emit(w._sealer.seal(w._pending or b"", last=True))
+    return out.getvalue()
+
+
+def test_an_archive_that_expands_a_thousandfold_is_read_in_bounded_memory(
+    keyring: KeyRing, tmp_path: Path
+) -> None:
+    """50 KB that decompress to 1 GiB: the reader never holds more than a few MiB of it."""
+    cobj = zstandard.ZstdCompressor(level=3).compressobj()
+    zeros = b"\0" * (1 << 20)
+    stream = b"".join(cobj.compress(zeros) for _ in range(1024)) + cobj.flush()
+    bomb = tmp_path / "bomb.bson.zst.enc"
+    bomb.write_bytes(_crafted(keyring, stream))
+    assert bomb.stat().st_size < 100_000
+    key = keyring.primary.material.hex()
+    out = subprocess.run(
+        [sys.executable, "-c", BOMB, str(bomb), key], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[:2] == ["refused:", "bad-bson"]  # zeros are no BSON: found in the first chunk
+    assert int(out[2]) < 400, f"peak memory {out[2]} MiB"  # the whole GiB was never held
+
+
+def test_an_archive_that_expands_past_its_declared_size_is_refused(keyring: KeyRing) -> None:
+    docs = [bson.encode({"_id": i, "pad": "x" * 1000}) for i in range(2000)]
+    data = write(docs, keyring)
+    declared = sum(len(d) for d in docs)  # what the manifest says the archive holds
+    exact = ArchiveReader(io.BytesIO(data), keyring, declared_raw=declared)
+    assert len(list(exact.documents())) == 2000
+    reader = ArchiveReader(io.BytesIO(data), keyring, declared_raw=declared - 1)
+    with pytest.raises(IntegrityError, match="expands past its declared size") as refused:
+        list(reader.documents())
+    assert refused.value.reason == "oversized"

@@ -23,8 +23,9 @@ from typing import Any
 import bson
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveWriter, bson_documents
+from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveWriter
 from bmc_pipeline.engine.atomic import atomic_write
+from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import GuardedError, IntegrityError
 from bmc_pipeline.engine.mongo import raw_batches

@@ -39,8 +39,10 @@ class BackupPoint:
 
     def documents(self, part: str, keyring: KeyRing) -> Iterator[bytes]:
         """The raw BSON documents of one part (``documents``, ``tombstones``, ``index``)."""
+        archive = self.entry.archive(part)
+        declared = archive.raw_bytes if archive is not None else None
         with self.path(part).open("rb") as fh:
-            yield from ArchiveReader(fh, keyring).documents()
+            yield from ArchiveReader(fh, keyring, declared_raw=declared).documents()
 
 
 def _point_at(

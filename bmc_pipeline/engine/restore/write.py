@@ -14,7 +14,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 
-from bmc_pipeline.engine.archive import bson_documents
+from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.mongo import insert_raw, is_mock, raw_batches, replace_batch, with_retries
 from bmc_pipeline.engine.rawbson import decode_id, id_element

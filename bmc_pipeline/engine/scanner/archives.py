@@ -36,7 +36,10 @@ def archive_conversations(
     if entry is None:
         return
     with (manifest.parent / entry.documents.file).open("rb") as fh:
-        for raw in ArchiveReader(fh, keyring, name=f"backup {bid}").documents():
+        reader = ArchiveReader(
+            fh, keyring, name=f"backup {bid}", declared_raw=entry.documents.raw_bytes
+        )
+        for raw in reader.documents():
             doc = bson.decode(raw, codec_options=_BSON_DATES)
             if is_conversation(doc):
                 yield doc

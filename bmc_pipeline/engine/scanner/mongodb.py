@@ -15,7 +15,7 @@ import bson
 import bson.errors
 from bson import json_util
 
-from bmc_pipeline.engine.archive import bson_documents
+from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import BSON_REFUSES, decode_id, id_element, top_level
 from bmc_pipeline.engine.scanner.form import conversation_key
