@@ -39,9 +39,9 @@ ui: setup
 	$(BIN)/python -c 'import pathlib, sys; from bmc_pipeline.jobs.history import ensure_instance_config as e; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True); e(p)' "$(DAGSTER_HOME)"
 	@if [ -z "$$BMC_BACKUP_KEY$$BMC_BACKUP_KEY_FILE" ] && [ -f .bmc/demo.key ]; then \
 		echo "using the demo key .bmc/demo.key"; \
-		BMC_BACKUP_KEY_FILE=.bmc/demo.key $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+		umask 077; BMC_BACKUP_KEY_FILE=.bmc/demo.key $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
 	else \
-		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+		umask 077; $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
 	fi
 
 bench: setup

@@ -7,6 +7,8 @@ the settings they were given (``--config``), never the ambient ones.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from bmc_pipeline.assets import (
@@ -40,5 +42,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The code location, as configured by ``backup_config.json`` and the environment."""
+    """The code location, as configured by ``backup_config.json`` and the environment.
+
+    The process that loads it (code server, run worker) creates files only its owner can read:
+    run logs and step outputs hold restore reports.
+    """
+    os.umask(0o077)
     return build_definitions(load_settings())

@@ -19,6 +19,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.audit import audit_log_for, current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError, DevServerError
+from bmc_pipeline.engine.mongo import masked_uri
 from bmc_pipeline.engine.sample_data import seed_database, write_files
 
 
@@ -32,7 +33,8 @@ def _database(settings: Settings) -> Settings:
 
     default_uri = f"mongodb://127.0.0.1:{settings.devdb.port}/"
     if settings.mongodb.uri not in (default_uri, default_uri.rstrip("/")):
-        print(f"using MongoDB at {settings.mongodb.uri} (from the configuration or MONGODB_URI)")
+        shown = masked_uri(settings.mongodb.uri)
+        print(f"using MongoDB at {shown} (from the configuration or MONGODB_URI)")
         return settings
     tools = settings.path(settings.devdb.tools_dir)
     server = devdb.DevServer(

@@ -13,6 +13,7 @@ demo), ``servers`` (the devdb, api, api-token and audit groups) and ``quarantine
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +42,13 @@ servers.register(cli)
 quarantine.register(cli)
 
 
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # files nobody gave a mode to (Dagster's run storage and logs, the API server's) are its
+    # owner's only; backups, restored files and reports set their documented modes themselves
+    os.umask(PRIVATE_UMASK)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=args, prog_name="bmc-backup", standalone_mode=False)

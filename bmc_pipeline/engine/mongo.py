@@ -8,9 +8,11 @@ for it the same functions encode and decode; the bytes the engine sees are the s
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import bson
 import pymongo
@@ -38,10 +40,37 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 _MOCK_CLIENTS: dict[str, Any] = {}
 
 
+_USERINFO = re.compile(r"^(?P<scheme>mongodb(?:\+srv)?://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+
+
+def split_password(uri: str) -> tuple[str, str | None]:
+    """``uri`` without its password, and the password (decoded), or None if it has none.
+
+    Dagster shows a resource's configuration to everyone who opens its UI: the URI goes there
+    without the password, which reaches the run through an environment variable instead.
+    """
+    m = _USERINFO.match(uri)
+    if m is None:
+        return uri, None
+    rest = uri[m.end() :]
+    return f"{m['scheme']}{m['user']}@{rest}", unquote(m["password"])
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` as it may be shown or logged: the password replaced by ``****``."""
+    m = _USERINFO.match(uri)
+    return uri if m is None else f"{m['scheme']}{m['user']}:****@{uri[m.end() :]}"
+
+
 def connect(
-    uri: str, *, server_selection_timeout_ms: int = 5000, socket_timeout_ms: int = 60_000
+    uri: str,
+    *,
+    server_selection_timeout_ms: int = 5000,
+    socket_timeout_ms: int = 60_000,
+    password: str | None = None,
 ) -> Any:
-    """A client for ``uri``; ``mongomock://`` gives an in-process mongomock client."""
+    """A client for ``uri`` (with ``password`` if the URI holds none); ``mongomock://`` gives an
+    in-process mongomock client."""
     if uri.startswith("mongomock://"):
         import mongomock
 
@@ -50,8 +79,10 @@ def connect(
         if uri not in _MOCK_CLIENTS:
             _MOCK_CLIENTS[uri] = mongomock.MongoClient(tz_aware=True)
         return _MOCK_CLIENTS[uri]
+    extra: dict[str, Any] = {"password": password} if password else {}
     return pymongo.MongoClient(
         uri,
+        **extra,
         serverSelectionTimeoutMS=server_selection_timeout_ms,
         socketTimeoutMS=socket_timeout_ms,
         connectTimeoutMS=min(server_selection_timeout_ms, 10_000),

@@ -38,6 +38,8 @@ def dagster_home(settings: Settings) -> Path:
     """Make sure Dagster has an instance directory, and return it."""
     home = settings.path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
+    # run logs and step outputs (restore reports, ids) live here: its owner only
+    home.chmod(0o700)
     ensure_instance_config(home)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home

@@ -1,11 +1,13 @@
 """Dagster resources: thin wrappers that hand engine objects to assets and ops.
 
-They hold only what Dagster should show and let a deployment change: a URI, a directory, the
-*name* of the environment variable with the key. Secrets never appear in resource config.
+They hold only what Dagster should show and let a deployment change: a URI without its password,
+a directory, the *names* of the environment variables with the key and the database password.
+Secrets never appear in resource config.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dagster as dg
@@ -13,16 +15,24 @@ from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
-from bmc_pipeline.engine.mongo import connect
+from bmc_pipeline.engine.mongo import connect, split_password
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupStore
 
+# the variable's name, not a password: set from the configured URI when definitions load
+PASSWORD_ENV = "BMC_MONGODB_PASSWORD"  # noqa: S105
+
 
 class MongoResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The database to back up or restore into; ``mongomock://`` runs in process (tests)."""
+    """The database to back up or restore into; ``mongomock://`` runs in process (tests).
+
+    ``uri`` never holds a password (the UI shows it to everyone who can open it); ``password`` is
+    an ``EnvVar`` naming the variable that holds it (:data:`PASSWORD_ENV`).
+    """
 
     uri: str
     database: str
+    password: str | None = None
     server_selection_timeout_ms: int = 5000
     socket_timeout_ms: int = 60_000
 
@@ -31,6 +41,7 @@ class MongoResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self.uri,
             server_selection_timeout_ms=self.server_selection_timeout_ms,
             socket_timeout_ms=self.socket_timeout_ms,
+            password=self.password,
         )
 
     def database_handle(self) -> Any:
@@ -75,9 +86,15 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
     The key is passed as ``EnvVar`` so that Dagster's UI shows the variable's name, not its value.
     """
     key: Any = dg.EnvVar("BMC_BACKUP_KEY") if settings.backup_key else None
+    uri, password = split_password(settings.mongodb.uri)
+    if password is not None:
+        # every process that loads these definitions (webserver, daemon, run worker) puts the
+        # password where the EnvVar finds it; the configuration Dagster shows names the variable
+        os.environ[PASSWORD_ENV] = password
     return {
         "mongo": MongoResource(
-            uri=settings.mongodb.uri,
+            uri=uri,
+            password=dg.EnvVar(PASSWORD_ENV) if password is not None else None,
             database=settings.mongodb.database,
             server_selection_timeout_ms=settings.mongodb.server_selection_timeout_ms,
             socket_timeout_ms=settings.mongodb.socket_timeout_ms,

@@ -237,3 +237,23 @@ def test_the_launchpad_default_strategy_follows_the_configuration(
     assert job.run_config is not None
     default = job.run_config["ops"]["restore_op"]["config"]
     assert default["strategy"] == strategy and default["dry_run"] is True
+
+
+def test_the_database_password_is_never_in_the_configuration_the_ui_shows(
+    mock_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bmc_pipeline.engine.mongo import masked_uri, split_password
+    from bmc_pipeline.resources import PASSWORD_ENV
+
+    monkeypatch.setenv(PASSWORD_ENV, "")  # restored (unset) after the test: the code sets it
+    monkeypatch.delenv(PASSWORD_ENV)
+    uri = "mongodb://bmc:s3cr%40t-pw@db1.internal:27017,db2.internal:27017/?authSource=admin"
+    mongo = mock_settings.mongodb.model_copy(update={"uri": uri})
+    defs = build_definitions(mock_settings.model_copy(update={"mongodb": mongo}))
+    resource = defs.get_repository_def().get_top_level_resources()["mongo"]
+    shown = resource.config_schema.default_value_as_json_str  # what the UI and GraphQL serve
+    assert "s3cr" not in shown and PASSWORD_ENV in shown
+    assert "mongodb://bmc@db1.internal:27017,db2.internal:27017/?authSource=admin" in shown
+    assert os.environ[PASSWORD_ENV] == "s3cr@t-pw"  # decoded, where the run's EnvVar finds it
+    assert split_password("mongodb://127.0.0.1:27217/") == ("mongodb://127.0.0.1:27217/", None)
+    assert masked_uri(uri).startswith("mongodb://bmc:****@db1.internal")

@@ -169,19 +169,27 @@ def test_commands_are_audited_and_audit_verify_reports_the_line(
     assert main(["--config", cfg, "validate", "20200101T000000Z-full-abcdef"]) == 4
     capsys.readouterr()
     assert main(["--config", cfg, "audit", "verify"]) == 0
-    assert "4 line(s), chain intact" in capsys.readouterr().out
+    assert "6 line(s), chain intact" in capsys.readouterr().out
     log = AuditLog(settings.path(settings.audit.path))
     entries = [json.loads(line) for line in _lines(log)]
-    assert [e["action"] for e in entries] == ["keygen", "api-token create", "list", "validate"]
-    assert entries[0]["mac"] is None  # no key existed yet
-    assert all(e["mac"] for e in entries[1:])
-    assert entries[3]["outcome"] == "error" and "not found" in entries[3]["detail"]
+    # a command that changes something says so before it runs; read-only ones once, after
+    assert [(e["action"], e["outcome"]) for e in entries] == [
+        ("keygen", "started"),
+        ("keygen", "ok"),
+        ("api-token create", "started"),
+        ("api-token create", "ok"),
+        ("list", "ok"),
+        ("validate", "error"),
+    ]
+    assert entries[0]["mac"] is None and entries[1]["mac"] is None  # no key existed yet
+    assert all(e["mac"] for e in entries[2:])
+    assert "not found" in entries[5]["detail"]
     assert token not in log.path.read_text()  # the secret is never written
     lines = _lines(log)
-    lines[1] = lines[1].replace('"ops"', '"eve"')
+    lines[3] = lines[3].replace('"ops"', '"eve"')
     _write(log, lines)
     assert main(["--config", cfg, "audit", "verify"]) == 5
-    assert "TAMPERED at line 2" in capsys.readouterr().out
+    assert "TAMPERED at line 4" in capsys.readouterr().out
 
 
 # -- forging without the key: every way of doing it is found --------------------------------------
