@@ -159,3 +159,15 @@ def _fresh_dagster_state_storage() -> Iterator[None]:
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """The command line sets the process umask (077) when it runs; in-process calls of ``main``
+    must not change what later tests create."""
+    old = os.umask(0o022)
+    os.umask(old)
+    try:
+        yield
+    finally:
+        os.umask(old)

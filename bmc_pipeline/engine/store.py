@@ -281,7 +281,7 @@ class BackupStore:
         self.mkdir(ref.payload_dir.parent)
         tmp = ref.payload_dir.parent / f"{TMP_PREFIX}{backup_id}"
         # held while the directory exists: a leftover whose writer is gone is one nobody holds
-        writer = lock_path(self.root, "backup", backup_id)
+        writer = lock_path(self.lock_root(), "backup", backup_id)
         with hold(writer, f"writing backup {backup_id}"):
             tmp.mkdir()
             os.chmod(tmp, self.dir_mode)
@@ -293,6 +293,12 @@ class BackupStore:
                 if not pb.published:
                     shutil.rmtree(tmp, ignore_errors=True)
                 writer.unlink(missing_ok=True)
+
+    def lock_root(self) -> Path:
+        """The root whose ``.locks/`` the locks of this store live in, created with the store's
+        directory mode (:mod:`.locks`)."""
+        self.mkdir(self.root / LOCK_DIR)
+        return self.root
 
     def write_file_atomic(self, path: Path, data: bytes) -> None:
         write_atomic(path, data, mode=self.file_mode)

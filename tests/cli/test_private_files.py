@@ -25,9 +25,10 @@ def open_umask() -> Iterator[None]:
 
 
 def test_the_command_line_makes_new_files_private_and_the_dagster_home_0700(
-    mock_settings: Settings, tmp_path: Path
+    mock_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = mock_settings.path(mock_settings.dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # not one an earlier test left in the environment
     home.mkdir(parents=True)
     home.chmod(0o755)  # as an earlier version, or a plain mkdir, left it
     cfg = str(write_config(mock_settings, tmp_path / "config.json"))

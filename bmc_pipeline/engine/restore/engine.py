@@ -271,7 +271,7 @@ class RestoreEngine:
                 targets = [f"{self.db.name}.{o.target_collection}" for o in many]
                 if files:
                     targets.append(f"files:{files.target.resolve()}")
-                temp.enter_context(restoring(self.store.root, targets, "a restore"))
+                temp.enter_context(restoring(self.store.lock_root(), targets, "a restore"))
             planned = []
             for opts in many:
                 tmp = temp.enter_context(

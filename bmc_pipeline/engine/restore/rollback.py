@@ -195,7 +195,8 @@ def rollback(
     targets = [f"{db.name}.{t}" for t in manifest.collections]
     if manifest.filesystem.get("root"):
         targets.append(f"files:{Path(str(manifest.filesystem['root'])).resolve()}")
-    with restoring(store.root, targets, f"rollback {rollback_id}") if lock else nullcontext():
+    held = restoring(store.lock_root(), targets, f"rollback {rollback_id}") if lock else None
+    with held or nullcontext():
         if not force:
             state = after.load(keyring, ref.payload_dir, rollback_id)
             if state is not None:
