@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.backup import BackupResult
+from bmc_pipeline.engine.backup import BackupEngine, BackupResult
 from bmc_pipeline.engine.crypto import KeyRing, manifest_mac
-from bmc_pipeline.engine.errors import BmcError, IntegrityError
+from bmc_pipeline.engine.errors import BmcError, GuardedError, IntegrityError
 from bmc_pipeline.engine.export import export_collection
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.restore import RestoreEngine
-from bmc_pipeline.engine.retention import RetentionPolicy, rotate
+from bmc_pipeline.engine.retention import RetentionPolicy, delete_backup, rotate
 from bmc_pipeline.engine.store import BackupRef, BackupStore, canonical_json
 from bmc_pipeline.engine.validate import validate_backup
 
@@ -70,6 +70,24 @@ def test_an_archive_named_outside_its_backup_is_refused_by_every_reader(
     with pytest.raises(IntegrityError):
         RestoreEngine(mock_settings, mock_db, store, keyring).restore(ref.backup_id, "quotes")
     assert mock_db["quotes"].count_documents({}) == 0
+
+
+def test_deleting_a_backup_with_a_crafted_manifest_removes_only_its_own_files(
+    mock_settings: Settings, mock_db: Any, full_backup: BackupResult, keyring: KeyRing
+) -> None:
+    store = BackupStore(mock_settings.backup_dir)
+    ref = full_backup.ref
+    sentinel = (ref.manifest_path.parent / "../../outside.bson").resolve()
+    sentinel.write_text("not the store's")
+    _resign(ref, keyring, _archive_to("../../outside.bson"))
+    later = BackupEngine(mock_settings, mock_db, store, keyring).run("full", include_files=False)
+    with pytest.raises(GuardedError):  # the guards read the crafted manifest: it is unreadable
+        delete_backup(store, keyring, ref.backup_id)
+    ref.payload_dir.joinpath("x").touch()
+    store.delete(ref)  # what delete does once the guards allow it: the id's own paths only
+    assert sentinel.read_text() == "not the store's"
+    assert not ref.manifest_path.exists() and not ref.payload_dir.exists()
+    assert [r.backup_id for r in store.refs()] == [later.backup_id]
 
 
 def test_a_blob_id_that_is_a_path_stops_push_pull_and_rotate_before_any_effect(

@@ -3,8 +3,8 @@
 A rollback replaces or deletes every document the restore wrote. If the application (or a
 person) changed one of them after the restore, rolling back silently throws that change away: the
 quotes a customer accepted at 9 a.m. would vanish with the restore of 3 a.m. So at the end of a
-restore, for every document it inserted, replaced or deleted, the SHA-256 of that document as
-it is then (or "absent") is recorded in an encrypted archive in the rollback point's directory
+restore, for every document it inserted, replaced or deleted, the content hash of that document
+as its verification read it back (or "absent") is recorded in an encrypted archive in the rollback point's directory
 (:data:`AFTER_FILE`, beside the archives the manifest lists). Before rolling back, the same
 documents are read again: any that differ are counted and named, and the rollback is refused
 unless forced.
@@ -15,7 +15,6 @@ while writing) is rolled back without this check.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveWr
 from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import GuardedError, IntegrityError
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_element
@@ -46,15 +46,20 @@ def touched(plan: PlanFiles) -> Iterator[bytes]:
             yield id_element(raw)
 
 
+def left(read_back: dict[bytes, bytes], ids: Iterable[bytes]) -> dict[bytes, bytes | None]:
+    """What the restore left of ``ids``, from the collection its verification read back."""
+    return {elem: read_back.get(elem) for elem in ids}
+
+
 def current_hashes(coll: Any, ids: Iterable[bytes], batch: int) -> dict[bytes, bytes | None]:
-    """The SHA-256 of each document now in ``coll`` among ``ids`` (None: not there)."""
+    """The content hash of each document now in ``coll`` among ``ids`` (None: not there)."""
     out: dict[bytes, bytes | None] = {}
     pending: list[bytes] = []
 
     def fetch() -> None:
         for buf in raw_batches(coll, {"_id": {"$in": [decode_id(e) for e in pending]}}):
             for raw in bson_documents(buf):
-                out[id_element(raw)] = hashlib.sha256(raw).digest()
+                out[id_element(raw)] = document_hash(raw)
         pending.clear()
 
     for elem in ids:

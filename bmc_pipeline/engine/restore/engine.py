@@ -152,6 +152,8 @@ class _Planned:
     before_count: int
     expected: StateDigest | None  # the backup's digest, when the restore is complete into empty
     shape: CollectionShape | None  # recorded options and indexes, unless --no-indexes
+    # what the restore left of every document it touched (see .after), from the verification
+    left: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
 class RestoreEngine:
@@ -328,12 +330,7 @@ class RestoreEngine:
     def _record_after(self, rid: str, planned: list[_Planned]) -> None:
         """What the restore left, for the rollback's check that nobody changed it since."""
         t = time.monotonic()
-        state = {
-            p.report.target_collection: after.current_hashes(
-                p.coll, after.touched(p.plan), self.batch
-            )
-            for p in planned
-        }
+        state = {p.report.target_collection: p.left for p in planned}
         after.record(self.settings, self.keyring, self.store.ref(rid).payload_dir, rid, state)
         for p in planned:
             p.report.phases_s["record_after"] = time.monotonic() - t
@@ -451,7 +448,7 @@ class RestoreEngine:
         if p.shape is not None and p.before_count > 0:  # documents there: indexes after
             report.indexes_created, index_errors = create_indexes(coll, p.shape)
         t = report.phase("write", t)
-        verify_restore(
+        read_back = verify_restore(
             coll,
             p.plan,
             report,
@@ -459,6 +456,8 @@ class RestoreEngine:
             expected=p.expected,
             batch_size=self.settings.mongodb.batch_size,
         )
+        p.left = after.left(read_back, after.touched(p.plan))
+        del read_back
         if p.shape is not None:
             missing_because_failed = {f"index {name} is missing" for name in index_errors}
             differences = list(index_errors.values()) + [

@@ -26,8 +26,9 @@ def verify_restore(
     before_count: int,
     expected: StateDigest | None,
     batch_size: int,
-) -> None:
-    """Set ``report.verified`` and say in ``report.verification`` what was compared.
+) -> dict[bytes, bytes]:
+    """Set ``report.verified`` and say in ``report.verification`` what was compared; returns the
+    collection as read (id element -> content hash), what the rollback's check starts from.
 
     ``expected`` is the backup point's state digest, given only when the restore was complete
     (no filters, not a legacy file) into a collection that was empty.
@@ -71,3 +72,4 @@ def verify_restore(
                 f"backup's {expected.hexdigest} ({expected.count} documents)"
             )
     report.verified = ok
+    return after
