@@ -53,7 +53,7 @@ def hold(path: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise GuardedError(f"{_holder(path)} holds the lock for {what}") from None
+            raise GuardedError(f"{what} is locked by {_holder(path)}") from None
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         who = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": since}
         os.ftruncate(fd, 0)
@@ -84,11 +84,13 @@ def restoring(root: Path, targets: list[str], what: str) -> Iterator[None]:
     two restores of overlapping sets cannot each wait on the other; or refuse naming the holder."""
     with contextlib.ExitStack() as held:
         for name in sorted(set(targets)):
+            path = lock_path(root, "restore", name)
             try:
-                held.enter_context(hold(lock_path(root, "restore", name), f"{what} of {name}"))
-            except GuardedError as exc:
+                held.enter_context(hold(path, f"{what} of {name}"))
+            except GuardedError:
                 raise GuardedError(
-                    f"{name} is being restored or rolled back by another process: {exc}. Wait "
-                    "for it to finish (one restore per target at a time), then try again"
+                    f"{name} is being restored or rolled back by another process: "
+                    f"{_holder(path)}. Wait for it to finish (one restore per target at a time), "
+                    "then try again"
                 ) from None
         yield
