@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +182,41 @@ class DrillSettings(_Strict):
         return v
 
 
+class ScheduleSettings(_Strict):
+    """When the scheduled jobs run (UTC), and the first day the backup assets have partitions for.
+
+    The restore drill's time is ``drill.schedule`` and the daily report's ``alerts.daily_report``.
+    """
+
+    # the first partition; null: the day of the oldest backup in storage.backup_dir (today if
+    # there is none), so the UI never lists months of "missing" backups nobody could have taken
+    start_date: date | None = None
+    full_backup_at: str = "02:00"  # HH:MM, UTC: the daily full backup
+    incremental_every_hours: Literal[1, 2, 3, 4, 6, 8, 12] = 6  # partitions start at 00:00 UTC
+    retention: str = "0 3 * * *"  # cron: an hour after the full, so the day's full is there
+    health: str = "0 * * * *"  # cron
+
+    @field_validator("full_backup_at")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", v)
+        if m is None:
+            raise ValueError(f"schedules.full_backup_at {v!r} is not a time like '02:00' (UTC)")
+        return v
+
+    @field_validator("retention", "health")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"{v!r} is not a five-field cron expression like '0 3 * * *'")
+        return v
+
+    @property
+    def full_hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.full_backup_at.split(":")
+        return int(hour), int(minute)
+
+
 class RetentionSettings(_Strict):
     """How many backups to keep (restic 'forget' rules; see docs/RETENTION.md)."""
 
@@ -292,6 +328,7 @@ class Settings(_Strict):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     # Secrets of the alert channels, from the environment only; never in repr or in a dump.
     smtp_password: str | None = Field(default=None, repr=False, exclude=True)
     slack_webhook_url: str | None = Field(default=None, repr=False, exclude=True)

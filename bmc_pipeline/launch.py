@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from bmc_pipeline.assets.backups import PARTITIONS, backup_set_key, collection_key, files_key
+from bmc_pipeline.assets.backups import backup_set_key, collection_key, files_key, partitions
 from bmc_pipeline.config import Settings
 from bmc_pipeline.definitions import build_definitions
 from bmc_pipeline.engine.deployment import Deployment
@@ -21,9 +21,9 @@ from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 from bmc_pipeline.jobs.history import dagster_home
 
 
-def current_partition(backup_type: str) -> str:
-    """The partition that holds 'now': the current day, or the current 6-hour window."""
-    key = PARTITIONS[backup_type].get_last_partition_key()
+def current_partition(settings: Settings, backup_type: str) -> str:
+    """The partition that holds 'now': the current day, or the current incremental window."""
+    key = partitions(settings, backup_type).get_last_partition_key()
     if key is None:
         raise BmcError("no partition covers the current time; check the system clock")
     return key
@@ -156,7 +156,7 @@ def run_backup(
         BACKUP_JOB_NAMES[backup_type],
         f"{backup_type} backup",
         launched_by=launched_by,
-        partition_key=partition_key or current_partition(backup_type),
+        partition_key=partition_key or current_partition(settings, backup_type),
         asset_selection=selection,
     )
     for mat in result.asset_materializations_for_node(f"{backup_type}_backup"):

@@ -10,37 +10,56 @@ Every part carries a blocking integrity check that re-reads what was written, an
 (documents, bytes, ratio, duration, throughput) that the Dagster UI plots over time.
 """
 
+import contextlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.backup import BackupEngine, BackupResult
+from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.files import BlobStore
-from bmc_pipeline.engine.validate import validate_backup
+from bmc_pipeline.engine.store import BackupRef, BackupStore
+from bmc_pipeline.engine.validate import ValidationReport, validate_backup
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
+from bmc_pipeline.run_kinds import BACKUP_TYPE_TAG, CHECKS_ONLY_TAG, OPERATION_TAG, tag_run
 
 GROUP = "mongo_backups"
-PARTITIONS_START = "2026-01-01"
-
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
-)
-six_hourly_partitions = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 */6 * * *",
-    start=f"{PARTITIONS_START}-00:00",
-    fmt="%Y-%m-%d-%H:%M",
-    timezone="UTC",
-    end_offset=1,
-)
-PARTITIONS: dict[str, dg.TimeWindowPartitionsDefinition] = {
-    "full": daily_partitions,
-    "incremental": six_hourly_partitions,
-}
 INTEGRITY_CHECK = "archive_integrity"
+BACKFILL_TAG = "dagster/backfill"  # on every run a backfill launches
+
+
+def partitions_start(settings: Settings) -> date:
+    """``schedules.start_date``, or the day of the oldest backup in the store, or today.
+
+    The day directories' names are the backups' days: no manifest is read.
+    """
+    if settings.schedules.start_date is not None:
+        return settings.schedules.start_date
+    days = []
+    if settings.backup_dir.is_dir():
+        for d in settings.backup_dir.iterdir():
+            with contextlib.suppress(ValueError):
+                days.append(date.fromisoformat(d.name))
+    return min(days) if days else datetime.now(timezone.utc).date()
+
+
+def partitions(settings: Settings, backup_type: str) -> dg.TimeWindowPartitionsDefinition:
+    """Daily partitions for full backups, ``schedules.incremental_every_hours`` for incrementals."""
+    start = partitions_start(settings).isoformat()
+    if backup_type == "full":
+        return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
+    every = settings.schedules.incremental_every_hours
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=f"0 */{every} * * *" if every > 1 else "0 * * * *",
+        start=f"{start}-00:00",
+        fmt="%Y-%m-%d-%H:%M",
+        timezone="UTC",
+        end_offset=1,
+    )
 
 
 def collection_key(backup_type: str, collection: str) -> dg.AssetKey:
@@ -131,7 +150,7 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
         name=f"{backup_type}_backup",
         specs=specs,
         check_specs=check_specs,
-        partitions_def=PARTITIONS[backup_type],
+        partitions_def=partitions(settings, backup_type),
         can_subset=True,
         op_tags={"bmc/operation": "backup"},
     )
@@ -142,6 +161,15 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
         storage: StorageResource,
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         selected = context.selected_asset_keys
+        kind = {OPERATION_TAG: "backup", BACKUP_TYPE_TAG: backup_type}
+        tag_run(context, {**kind, CHECKS_ONLY_TAG: "true"} if not selected else kind)
+        if not selected:  # a check executed on its own (the UI's button): check, never back up
+            yield from _recheck(context, settings, backup_type, encryption, storage)
+            return
+        past = _past_partition(context)
+        if past:  # a backup is of the database as it is now, not as it was then
+            context.log.warning(past)
+            return
         names = [c for c in collections if collection_key(backup_type, c) in selected]
         include_files = files_key(backup_type) in selected
         keyring = encryption.keyring()
@@ -170,19 +198,11 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
             info["extra"] = {"backup_id": result.backup_id, "valid": report.ok}
             if not report.ok:
                 info["outcome"] = "invalid"
-        failed = {c.file for c in report.checks if not c.ok}
 
         for name in names:
             key = collection_key(backup_type, name)
             yield dg.MaterializeResult(asset_key=key, metadata=_collection_metadata(result, name))
-            prefix = f"{result.ref.payload_dir.name}/{name}."
-            bad = [f for f in failed if f.startswith(prefix)]
-            yield dg.AssetCheckResult(
-                asset_key=key,
-                check_name=INTEGRITY_CHECK,
-                passed=not bad,
-                metadata={"errors": dg.MetadataValue.text("\n".join(report.errors) if bad else "")},
-            )
+            yield _part_check(key, report, result.ref, name)
         if include_files and result.files is not None:
             yield dg.MaterializeResult(
                 asset_key=files_key(backup_type),
@@ -209,12 +229,7 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
                     "summary": dg.MetadataValue.json(result.summary()),
                 },
             )
-            yield dg.AssetCheckResult(
-                asset_key=backup_set_key(backup_type),
-                check_name=INTEGRITY_CHECK,
-                passed=report.ok,
-                metadata={"errors": dg.MetadataValue.text("\n".join(report.errors))},
-            )
+            yield _part_check(backup_set_key(backup_type), report, result.ref, None)
         if not report.ok:
             context.log.error(f"backup {result.backup_id} failed validation: {report.errors}")
             return
@@ -229,6 +244,97 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
                 info["extra"] = pushed.as_dict()
 
     return _backup
+
+
+def _past_partition(context: dg.AssetExecutionContext) -> str | None:
+    """Why a backfill's run writes nothing, if its partition ended before the previous one began.
+
+    A backup always reads the database as it is now; labelling that with a partition of last
+    spring is no backup of last spring. A backfill of old partitions (the UI's "Materialize
+    all" offers every partition) thus costs a few milliseconds per partition instead of a full
+    backup each. A single run for a past partition, asked for by name, still backs up.
+    """
+    if not context.has_partition_key or BACKFILL_TAG not in context.run.tags:
+        return None
+    window = context.partition_time_window
+    length = window.end - window.start
+    if datetime.now(timezone.utc) - window.end.astimezone(timezone.utc) <= length:
+        return None
+    return (
+        f"partition {context.partition_key} ended at {window.end.isoformat()}: a backup reads "
+        "the database as it is now, so a backfill writes none for a past partition; run a "
+        "backup for the current partition instead"
+    )
+
+
+def _part_check(
+    key: dg.AssetKey, report: ValidationReport, ref: BackupRef, collection: str | None
+) -> dg.AssetCheckResult:
+    """The integrity check of one part (a collection's archives; ``None``: the whole backup)."""
+    if collection is None:
+        bad = list(report.errors) if not report.ok else []
+    else:
+        prefix = f"{ref.payload_dir.name}/{collection}."
+        bad = [c.error or c.file for c in report.checks if not c.ok and c.file.startswith(prefix)]
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=INTEGRITY_CHECK,
+        passed=not bad,
+        metadata={
+            "backup_id": dg.MetadataValue.text(ref.backup_id),
+            "errors": dg.MetadataValue.text("\n".join(bad)),
+        },
+    )
+
+
+def _stored_backup(
+    context: dg.AssetExecutionContext, store: BackupStore, keyring: KeyRing, backup_type: str
+) -> BackupRef | None:
+    """The backup a check run on its own looks at: the newest of this type written for the
+    run's partition, or the newest of this type when the run has no partition."""
+    refs = store.refs(backup_type=backup_type)
+    if not context.has_partition_key:
+        return refs[-1] if refs else None
+    for ref in reversed(refs):
+        extra = store.load_manifest(ref, keyring).backup_metadata.model_extra or {}
+        if extra.get("partition") == context.partition_key:
+            return ref
+    return None
+
+
+def _recheck(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    backup_type: str,
+    encryption: EncryptionResource,
+    storage: StorageResource,
+) -> Iterator[dg.AssetCheckResult]:
+    """Validate the stored backup again and report the selected checks: what a check executed
+    alone from the UI does. It never writes a backup."""
+    keyring, store = encryption.keyring(), storage.store()
+    ref = _stored_backup(context, store, keyring, backup_type)
+    keys = context.selected_asset_check_keys
+    if ref is None:
+        where = f" for partition {context.partition_key}" if context.has_partition_key else ""
+        for check in keys:
+            yield dg.AssetCheckResult(
+                asset_key=check.asset_key,
+                check_name=INTEGRITY_CHECK,
+                passed=False,
+                metadata={"errors": dg.MetadataValue.text(f"no {backup_type} backup{where} yet")},
+            )
+        return
+    context.log.info(f"re-validating the stored backup {ref.backup_id}")
+    blobs = BlobStore(
+        store,
+        keyring,
+        level=settings.compression.level,
+        segment_size=settings.encryption.segment_size,
+    )
+    report = validate_backup(store, ref, keyring, blobs=blobs)
+    for check in keys:
+        part = check.asset_key.path[-1]
+        yield _part_check(check.asset_key, report, ref, None if part == "backup_set" else part)
 
 
 def build_all_backup_assets(settings: Settings) -> list[dg.AssetsDefinition]:

@@ -9,6 +9,7 @@ from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.drill import run_drill
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
+from bmc_pipeline.run_kinds import OPERATION_TAG, tag_run
 
 DRILL_KEY = dg.AssetKey(["backups", "drill"])
 
@@ -32,6 +33,7 @@ def build_drill_asset(settings: Settings) -> dg.AssetsDefinition:
         storage: StorageResource,
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         keyring = encryption.keyring()
+        tag_run(context, {OPERATION_TAG: "drill"})  # also when the UI launched it
         with audited_run(context, settings, keyring, "drill", {}) as info:
             report = run_drill(
                 settings, mongo.client(), storage.store(), keyring,

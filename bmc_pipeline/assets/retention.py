@@ -6,6 +6,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.retention import RetentionPolicy, rotate
 from bmc_pipeline.resources import EncryptionResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
+from bmc_pipeline.run_kinds import OPERATION_TAG, tag_run
 
 RETENTION_KEY = dg.AssetKey(["backups", "retention"])
 
@@ -27,6 +28,7 @@ def build_retention_asset(settings: Settings) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, encryption: EncryptionResource, storage: StorageResource
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         keyring = encryption.keyring()
+        tag_run(context, {OPERATION_TAG: "retention"})  # also when the UI launched it
         with audited_run(context, settings, keyring, "retention", {}) as info:
             result = rotate(
                 storage.store(),

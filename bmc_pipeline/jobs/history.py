@@ -19,6 +19,7 @@ from bmc_pipeline.engine.drill import drill_history
 from bmc_pipeline.engine.health import RunRecord, health_report
 from bmc_pipeline.engine.watchdog import collection_table
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
+from bmc_pipeline.run_kinds import backup_type_of, is_checks_only, operation_of
 
 INSTANCE_CONFIG = """\
 # Dagster instance for runs launched by bmc-backup and `make ui` (local storage in this directory).
@@ -46,20 +47,29 @@ def dagster_home(settings: Settings) -> Path:
 
 
 def backup_run_history(instance: dg.DagsterInstance, since: datetime) -> list[RunRecord]:
-    """Finished runs of the backup jobs since ``since``, from the Dagster instance."""
-    out = []
-    for job in BACKUP_JOB_NAMES.values():
-        records = instance.get_run_records(
-            filters=dg.RunsFilter(
-                job_name=job,
-                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
-                created_after=since,
-            )
+    """Finished backup runs since ``since``, however launched: the backup jobs (schedules, the
+    command line, the API) and the UI's own asset runs, each counted under its backup job.
+
+    A run that only executed checks (a re-validation) backs nothing up and is not counted.
+    """
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            created_after=since,
         )
-        for r in records:
-            success = r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-            out.append(RunRecord(job, success, r.create_timestamp.astimezone(timezone.utc)))
-    return out
+    )
+    out = []
+    for r in records:
+        run = r.dagster_run
+        btype = backup_type_of(run)
+        if operation_of(run) != "backup" or btype not in BACKUP_JOB_NAMES:
+            continue
+        if is_checks_only(run):
+            continue
+        success = run.status == dg.DagsterRunStatus.SUCCESS
+        at = r.create_timestamp.astimezone(timezone.utc)
+        out.append(RunRecord(BACKUP_JOB_NAMES[btype], success, at))
+    return sorted(out, key=lambda rec: rec.at)
 
 
 # The daemons whose silence stops backups (schedules) and alerts (sensors).

@@ -21,6 +21,7 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.health import resolved, risks
+from bmc_pipeline.run_kinds import operation_of
 
 Clock = Callable[[], datetime]
 
@@ -86,7 +87,7 @@ def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorD
     )
     def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
-        operation = run.tags.get("bmc/operation", "")
+        operation = operation_of(run)  # also for runs the UI launched from assets or checks
         causes, checks = step_failures(context)
         error = "; ".join(causes) or context.failure_event.message or "the run failed"
         if operation == "backup":

@@ -89,7 +89,10 @@ def test_the_workspace_loads_the_code_location_as_dagster_does(tmp_path: Path) -
 def test_schedule_ticks_request_the_expected_partition(
     mock_settings: Settings, schedule: str, at: datetime, partition: str
 ) -> None:
-    defs = build_definitions(mock_settings)
+    from datetime import date
+
+    schedules = mock_settings.schedules.model_copy(update={"start_date": date(2026, 11, 1)})
+    defs = build_definitions(mock_settings.model_copy(update={"schedules": schedules}))
     sched = defs.resolve_schedule_def(schedule)
     result = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=at))
     assert result.run_requests is not None and len(result.run_requests) == 1
@@ -101,6 +104,22 @@ def test_schedules_fire_at_the_documented_times(mock_settings: Settings) -> None
     assert defs.resolve_schedule_def("full_backup_daily").cron_schedule == "0 2 * * *"
     assert defs.resolve_schedule_def("incremental_backup_6h").cron_schedule == "0 */6 * * *"
     assert defs.resolve_schedule_def("retention_daily").cron_schedule == "0 3 * * *"
+
+
+def test_schedule_times_come_from_the_configuration_and_are_shown(mock_settings: Settings) -> None:
+    schedules = mock_settings.schedules.model_copy(
+        update={"full_backup_at": "05:30", "incremental_every_hours": 4, "retention": "15 6 * * *"}
+    )
+    defs = build_definitions(mock_settings.model_copy(update={"schedules": schedules}))
+    full = defs.resolve_schedule_def("full_backup_daily")
+    assert full.cron_schedule == "30 5 * * *" and "05:30 UTC" in (full.description or "")
+    assert defs.resolve_schedule_def("incremental_backup_6h").cron_schedule == "0 */4 * * *"
+    retention = defs.resolve_schedule_def("retention_daily")
+    assert retention.cron_schedule == "15 6 * * *" and "15 6 * * *" in (retention.description or "")
+    from bmc_pipeline.config import ScheduleSettings
+
+    with pytest.raises(ValueError, match="not a time like '02:00'"):
+        ScheduleSettings(full_backup_at="2am")
 
 
 def test_backup_job_run_in_process_publishes_and_reports_metadata(mock_settings: Settings) -> None:
@@ -128,14 +147,14 @@ def test_backup_job_run_in_process_publishes_and_reports_metadata(mock_settings:
 def test_each_run_is_its_own_backup_point_even_for_the_same_partition(
     mock_settings: Settings,
 ) -> None:
+    from datetime import date
+
     db = connect(mock_settings.mongodb.uri)[mock_settings.mongodb.database]
     seed_database(db, 5, seed=9)
-    a = run_backup(
-        mock_settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20"
-    )
-    b = run_backup(
-        mock_settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20"
-    )
+    schedules = mock_settings.schedules.model_copy(update={"start_date": date(2026, 11, 1)})
+    settings = mock_settings.model_copy(update={"schedules": schedules})
+    a = run_backup(settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20")
+    b = run_backup(settings, "full", ["quotes"], include_files=False, partition_key="2026-11-20")
     assert a["backup_id"] != b["backup_id"]
     assert len(BackupStore(mock_settings.backup_dir).refs()) == 2
 
