@@ -222,6 +222,13 @@ def _run(settings: Settings, conversations: int) -> int:
         "the restore after the drop is verified (state digest equal to the backup's)": restored.verified,
         "every conversation is back": db["conversations"].count_documents({}) == before_drop,
     }
+    _step("the health report (backups/health in the UI)")
+    from bmc_pipeline.launch import run_health
+
+    health = run_health(settings)
+    counted = int(health["backup_runs_counted"])
+    print(f"  {counted} backup run(s) counted; a row per collection in its 'collections' table")
+    checks["the health report counts both backup runs"] = counted >= 2
     _step("summary")
     for what, good in checks.items():
         print(f"  {'ok  ' if good else 'FAIL'} {what}")

@@ -19,6 +19,7 @@ from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError, RunFailedError, UnknownCollectionError, error_class
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 from bmc_pipeline.jobs.history import dagster_home
+from bmc_pipeline.jobs.maintenance import HEALTH_JOB
 
 
 def current_partition(settings: Settings, backup_type: str) -> str:
@@ -165,3 +166,16 @@ def run_backup(
             assert isinstance(summary, dict)
             return {**summary, "run_id": result.run_id}
     raise BmcError("the backup run finished without publishing a backup set")
+
+
+def run_health(settings: Settings, *, launched_by: str = "cli") -> dict[str, Any]:
+    """Materialize ``backups/health`` now; returns its metadata's plain values."""
+    result = _execute(settings, HEALTH_JOB, "health report", launched_by=launched_by)
+    (event,) = result.get_asset_materialization_events()
+    out: dict[str, Any] = {}
+    for k, v in event.materialization.metadata.items():
+        if isinstance(v, dg.TableMetadataValue):
+            out[k] = [r.data for r in v.records]  # a table: its rows
+        else:
+            out[k] = getattr(v, "value", v)
+    return out

@@ -27,7 +27,14 @@ from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageRes
 from bmc_pipeline.run_audit import audited_run
 from bmc_pipeline.run_kinds import BACKUP_TYPE_TAG, CHECKS_ONLY_TAG, OPERATION_TAG, tag_run
 
-GROUP = "mongo_backups"
+OWNERS = ["team:chatbot-ops"]  # who is paged: the people who run the chatbot
+
+
+def group_of(backup_type: str) -> str:
+    """``full_backups`` or ``incremental_backups``: the graph shows the two sets apart."""
+    return f"{backup_type}_backups"
+
+
 INTEGRITY_CHECK = "archive_integrity"
 BACKFILL_TAG = "dagster/backfill"  # on every run a backfill launches
 
@@ -110,9 +117,11 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
     specs = [
         dg.AssetSpec(
             collection_key(backup_type, c),
-            group_name=GROUP,
+            group_name=group_of(backup_type),
             kinds={"mongodb"},
-            description=f"{backup_type} backup of the {c!r} collection (encrypted raw BSON)",
+            owners=OWNERS,
+            tags={"backup_type": backup_type, "collection": c},
+            description=f"{backup_type} backup of the {c} collection (encrypted raw BSON)",
             freshness_policy=freshness,
             skippable=True,
         )
@@ -121,18 +130,25 @@ def build_backup_assets(settings: Settings, backup_type: str) -> dg.AssetsDefini
     specs.append(
         dg.AssetSpec(
             files_key(backup_type),
-            group_name=GROUP,
+            group_name=group_of(backup_type),
             kinds={"file"},
-            description="snapshot of the chatbot's knowledge base, config files and .env",
+            owners=OWNERS,
+            tags={"backup_type": backup_type},
+            description=f"{backup_type} snapshot of the chatbot's knowledge base, config files "
+            "and .env",
             skippable=True,
         )
     )
     specs.append(
         dg.AssetSpec(
             backup_set_key(backup_type),
-            group_name=GROUP,
+            group_name=group_of(backup_type),
             deps=part_keys,
-            description="the backup point: the authenticated manifest listing every part",
+            kinds={"json"},
+            owners=OWNERS,
+            tags={"backup_type": backup_type},
+            description=f"the {backup_type} backup point: the authenticated manifest listing "
+            "every part",
             skippable=True,
         )
     )

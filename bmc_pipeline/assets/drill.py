@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from bmc_pipeline.assets.backups import OWNERS
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.drill import run_drill
@@ -18,6 +19,8 @@ def build_drill_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         key=DRILL_KEY,
         group_name="maintenance",
+        owners=OWNERS,
+        kinds={"mongodb"},
         description=(
             "restores the newest point of every collection and the files into a scratch "
             "database and directory, verifies digests, counts and indexes, records the time it "

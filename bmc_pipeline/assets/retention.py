@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from bmc_pipeline.assets.backups import OWNERS
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.retention import RetentionPolicy, rotate
 from bmc_pipeline.resources import EncryptionResource, StorageResource
@@ -17,6 +18,8 @@ def build_retention_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         key=RETENTION_KEY,
         group_name="maintenance",
+        owners=OWNERS,
+        kinds={"json"},
         description=(
             f"keeps {r.daily} daily, {r.weekly} weekly, {r.monthly} monthly backups (restic "
             "'forget' rules), never the newest full or a backup a kept one depends on"

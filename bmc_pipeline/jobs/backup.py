@@ -12,8 +12,7 @@ BACKUP_JOB_NAMES = {t.value: f"{t.value}_backup_job" for t in BackupType.schedul
 def backup_job(backup_type: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         BACKUP_JOB_NAMES[backup_type],
-        selection=dg.AssetSelection.groups("mongo_backups")
-        & dg.AssetSelection.key_prefixes(["backups", backup_type]),
+        selection=dg.AssetSelection.key_prefixes(["backups", backup_type]),
         description=f"{backup_type} backup of every configured collection and the chatbot's files",
         tags={"bmc/operation": "backup", "bmc/backup_type": backup_type},
     )

@@ -5,10 +5,11 @@ what they need and launches. Runs carry the tag ``bmc/operation=restore``; the i
 one at a time with a tag concurrency limit (docs/RESTORE.md).
 """
 
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.restore import (
@@ -34,18 +35,36 @@ class RestoreConfig(dg.Config):
         default=Strategy.skip_duplicates,
         description="; ".join(f"{s.value}: {s.summary}" for s in Strategy),
     )
-    dry_run: bool = Field(default=True, description="plan only; set false to write")
-    date_from: str | None = Field(default=None, description="ISO date/time on the timestamp field")
-    date_to: str | None = None
-    session_ids: list[str] = Field(default_factory=list)
-    point_in_time: str | None = Field(default=None, description="restore the state at this time")
+    dry_run: bool = Field(
+        default=True, description="plan only: say what would happen, write nothing; false to write"
+    )
+    date_from: str | None = Field(
+        default=None,
+        description="only documents whose timestamp field is at or after this ISO date/time "
+        "(e.g. 2026-11-25 or 2026-11-25T03:00:00Z)",
+    )
+    date_to: str | None = Field(
+        default=None,
+        description="only documents whose timestamp field is before this ISO date/time",
+    )
+    session_ids: list[str] = Field(
+        default_factory=list, description="only these sessions (empty: every session)"
+    )
+    point_in_time: str | None = Field(
+        default=None,
+        description="restore the state at this ISO date/time (the newest backup point at or "
+        "before it)",
+    )
     drop_deleted: bool = Field(default=False, description="delete ids the backup chain deleted")
     query: str | None = Field(
         default=None,
         description='MongoDB query (JSON) over the backed-up documents, e.g. {"status": "open"}; '
         "comparison, set and logical operators only",
     )
-    fail_fast: bool = False
+    fail_fast: bool = Field(
+        default=False,
+        description="stop at the first invalid document (default: quarantine it and go on)",
+    )
     collections: list[str] | None = Field(
         default=None,
         description="several collections at one point, under one rollback point: [] for every "
@@ -64,13 +83,30 @@ class RestoreConfig(dg.Config):
         description="if a write fails half-way, roll back at once (false: keep what was written)",
     )
 
+    @field_validator("date_from", "date_to", "point_in_time")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{v!r} is not an ISO date or date/time, like 2026-11-25 or 2026-11-25T03:00:00Z"
+            ) from None
+        return v
+
     @property
     def whole(self) -> bool:
         return self.collections is not None or self.files
 
 
 class RollbackConfig(dg.Config):
-    rollback_id: str = Field(description="the rollback_id a restore reported")
+    rollback_id: str = Field(
+        default="",
+        description="the rollback_id a restore reported (bmc-backup list --type rollback shows "
+        "them, newest first)",
+    )
     force: bool = Field(
         default=False,
         description="roll back even if documents the restore wrote were changed since "
@@ -85,10 +121,16 @@ def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
         metadata={
             "restored_into": dg.MetadataValue.text(report["target_collection"]),
             "backup_id": dg.MetadataValue.text(report["backup_id"]),
-            "restored": dg.MetadataValue.int(report["restored"]),
-            "verified": dg.MetadataValue.bool(report["verified"]),
             "dry_run": dg.MetadataValue.bool(report["dry_run"]),
-            "rollback_id": dg.MetadataValue.text(report["rollback_id"] or ""),
+            **(
+                {"would_restore": dg.MetadataValue.int(report["restored"])}
+                if report["dry_run"]
+                else {
+                    "restored": dg.MetadataValue.int(report["restored"]),
+                    "verified": dg.MetadataValue.bool(report["verified"]),
+                    "rollback_id": dg.MetadataValue.text(report["rollback_id"] or ""),
+                }
+            ),
         },
     )
 
@@ -111,12 +153,19 @@ def _restore_point(
 
 
 def _metadata(report: dict[str, Any], whole: bool) -> dict[str, Any]:
-    common = {
-        "restored": report["restored"],
-        "verified": report["verified"],
-        "rollback_id": report["rollback_id"] or "",
-        "report": dg.MetadataValue.json(report),
-    }
+    if report["dry_run"]:  # first, and no "verified: false": nothing was written to verify
+        common: dict[str, Any] = {
+            "dry_run": dg.MetadataValue.text("dry run: nothing was written"),
+            "would_restore": report["restored"],
+            "report": dg.MetadataValue.json(report),
+        }
+    else:
+        common = {
+            "restored": report["restored"],
+            "verified": report["verified"],
+            "rollback_id": report["rollback_id"] or "",
+            "report": dg.MetadataValue.json(report),
+        }
     if whole:
         files = report["files"] or {}
         return {**common, "collections": len(report["collections"]),
@@ -149,6 +198,8 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
         engine = engine_for(context, mongo, encryption, storage)
+        if config.dry_run:
+            context.log.info("dry run: the plan is reported, nothing will be written")
         filters = RestoreFilters.from_dict(
             config.model_dump(include=set(FILTER_FIELDS), exclude_none=True)
         )
@@ -201,6 +252,12 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         storage: StorageResource,
     ) -> dg.Output[dict[str, Any]]:
         engine = engine_for(context, mongo, encryption, storage)
+        if not config.rollback_id:
+            newest = [r.backup_id for r in engine.store.refs(backup_type="rollback")][-3:]
+            raise dg.Failure(
+                description="rollback_id is empty: give the rollback_id the restore reported"
+                + (f" (the newest: {', '.join(reversed(newest))})" if newest else "")
+            )
         with audited_run(
             context, settings, engine.keyring, "rollback",
             {"rollback_id": config.rollback_id, "force": config.force},
@@ -222,7 +279,12 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
     def restore_job() -> None:
         restore_op()
 
-    @dg.job(tags=RESTORE_TAGS, description="undo a restore, from the rollback_id it reported")
+    @dg.job(
+        tags=RESTORE_TAGS,
+        # the Launchpad opens with every field shown, not with a "missing config" error
+        config=dg.RunConfig(ops={"rollback_op": RollbackConfig()}),
+        description="undo a restore, from the rollback_id it reported",
+    )
     def rollback_job() -> None:
         rollback_op()
 

@@ -24,10 +24,10 @@ PASSWORD_ENV = "BMC_MONGODB_PASSWORD"  # noqa: S105
 
 
 class MongoResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The database to back up or restore into; ``mongomock://`` runs in process (tests).
+    """The database to back up or restore into (a mongomock:// URI runs in process, for tests).
 
-    ``uri`` never holds a password (the UI shows it to everyone who can open it); ``password`` is
-    an ``EnvVar`` naming the variable that holds it (:data:`PASSWORD_ENV`).
+    The URI never holds a password (the UI shows it to everyone who can open it); the password
+    field names the environment variable that holds it (PASSWORD_ENV).
     """
 
     uri: str
@@ -49,7 +49,7 @@ class MongoResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The key ring: keys from ``key`` (normally ``EnvVar("BMC_BACKUP_KEY")``) then ``key_file``."""
+    """The backup keys: from the BMC_BACKUP_KEY environment variable, then the key file."""
 
     key: str | None = None
     key_file: str | None = None
@@ -61,20 +61,23 @@ class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where backups are stored: a local directory, and a second copy at an fsspec URL if set.
 
-    The local directory is where publication is atomic; ``remote_url`` (``s3://``, ``gs://``,
-    ``sftp://``, ``file://``, ...) receives each backup after it is published and validated.
+    The local directory is where publication is atomic; the remote URL (s3://, gs://, sftp://,
+    file://, ...) receives each backup after it is published and validated.
     """
 
     backup_dir: str
-    dir_mode: int = 0o755
-    file_mode: int = 0o600
+    # octal, as chmod takes them (the UI would show 0o755 as 493)
+    dir_mode: str = Field(default="755", description="mode of the backup directories (octal)")
+    file_mode: str = Field(default="600", description="mode of the backup files (octal)")
     remote_url: str | None = None
     remote_options: dict[str, Any] = Field(default_factory=dict)
 
     def store(self) -> BackupStore:
         from pathlib import Path
 
-        return BackupStore(Path(self.backup_dir), dir_mode=self.dir_mode, file_mode=self.file_mode)
+        return BackupStore(
+            Path(self.backup_dir), dir_mode=int(self.dir_mode, 8), file_mode=int(self.file_mode, 8)
+        )
 
     def remote(self) -> RemoteStore | None:
         return RemoteStore(self.remote_url, self.remote_options) if self.remote_url else None
@@ -107,8 +110,8 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
         ),
         "storage": StorageResource(
             backup_dir=str(settings.backup_dir),
-            dir_mode=settings.storage.dir_mode,
-            file_mode=settings.storage.file_mode,
+            dir_mode=f"{settings.storage.dir_mode:o}",
+            file_mode=f"{settings.storage.file_mode:o}",
             remote_url=settings.storage.remote_url,
             remote_options=settings.storage.remote_options,
         ),

@@ -5,6 +5,7 @@ the jobs' runs, for the failure alert and the health report."""
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from bmc_pipeline.assets.backups import INTEGRITY_CHECK, backup_set_key, collection_key
 from bmc_pipeline.config import Settings
@@ -118,3 +119,48 @@ def test_partitions_start_on_the_configured_day_or_the_oldest_backup(
     every = mock_settings.schedules.model_copy(update={"incremental_every_hours": 12})
     inc = partitions(mock_settings.model_copy(update={"schedules": every}), "incremental")
     assert inc.get_partition_keys()[:2] == ["2026-11-20-00:00", "2026-11-20-12:00"]
+
+
+def test_the_health_asset_counts_every_backup_run_and_has_a_row_per_collection(
+    mock_settings: Settings, seeded: dict[str, int]
+) -> None:
+    from bmc_pipeline.launch import run_health
+
+    dagster_home(mock_settings)
+    run_backup(mock_settings, "full", include_files=False)
+    run_backup(mock_settings, "incremental", include_files=False)
+    health = run_health(mock_settings)
+    assert health["backup_runs_counted"] == 2
+    table = health["collections"]
+    assert [r["collection"] for r in table] == list(mock_settings.collections)
+    assert all(r["documents"] >= 0 and "last_full" in r for r in table)
+    defs = build_definitions(mock_settings)
+    spec = next(
+        s for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
+        for s in a.specs if s.key == dg.AssetKey(["backups", "health"])
+    )  # fmt: skip
+    assert {d.asset_key for d in spec.deps} >= {
+        backup_set_key("full"),
+        backup_set_key("incremental"),
+    }
+    assert spec.owners == ["team:chatbot-ops"]
+
+
+def test_the_launchpad_opens_without_errors_and_explains_every_field(
+    mock_settings: Settings,
+) -> None:
+    from bmc_pipeline.jobs.restore import RestoreConfig
+
+    defs = build_definitions(mock_settings)
+    for name in ("restore_job", "rollback_job"):
+        job = defs.resolve_job_def(name)
+        assert job.run_config_schema.config_type.fields  # a default config the UI opens with
+        default = job.run_config_schema.config_type.fields["ops"].default_value
+        assert default, f"{name} opens with its fields filled in"
+    missing = [n for n, f in RestoreConfig.model_fields.items() if not f.description]
+    assert missing == ["target_collection"] or not missing, missing
+    with pytest.raises(ValueError, match="not an ISO date"):
+        RestoreConfig(date_from="yesterday")
+    storage = defs.get_repository_def().get_top_level_resources()["storage"]
+    shown = storage.config_schema.default_value_as_json_str
+    assert '"dir_mode": "755"' in shown and '"file_mode": "600"' in shown  # not 493 / 384
