@@ -63,6 +63,14 @@ def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
     raise cls(f"{what} failed (run {result.run_id}): {text}")
 
 
+# The code location's name in workspace.yaml, and the repository name Dagster gives a
+# Definitions object. A run tagged with both is listed under its job in the UI (the job's Runs
+# tab filters on this tag), like a run the UI launched itself.
+CODE_LOCATION = "bmc_pipeline"
+REPOSITORY_LABEL_TAG = ".dagster/repository"
+REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION}"
+
+
 def _execute(
     settings: Settings,
     job_name: str,
@@ -91,7 +99,7 @@ def _execute(
                 **(run_config or {}),
                 "loggers": {"console": {"config": {"log_level": console}}},
             },
-            tags={"bmc/launched_by": launched_by},
+            tags={"bmc/launched_by": launched_by, REPOSITORY_LABEL_TAG: REPOSITORY_LABEL},
             **options,
         )
     if not result.success:

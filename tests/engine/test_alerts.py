@@ -30,6 +30,7 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import seed_database
 from bmc_pipeline.engine.store import BackupStore
+from bmc_pipeline.launch import current_partition
 from bmc_pipeline.sensors import build_sensors
 from tests.support import make_settings, unreachable
 from tests.support.receivers import webhook_server
@@ -192,7 +193,7 @@ def test_a_failed_backup_run_produces_the_critical_alert(
     defs = build_definitions(s)
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("full_backup_job").execute_in_process(
-            instance=instance, partition_key="2026-11-25", raise_on_error=False,
+            instance=instance, partition_key=current_partition(s, "full"), raise_on_error=False,
             asset_selection=[dg.AssetKey(["backups", "full", "quotes"]), dg.AssetKey(["backups", "full", "backup_set"])],
         )  # fmt: skip
         assert not result.success
@@ -251,7 +252,8 @@ def test_a_backup_that_does_not_read_back_sends_the_integrity_check_failure(
     monkeypatch.setattr(assets, "validate_backup", after_a_bad_disk)
     job = build_definitions(mock_settings).resolve_job_def("full_backup_job")
     with dg.instance_for_test() as instance:
-        alerts = _failure_alerts(mock_settings, job, instance, partition_key="2026-11-25")
+        today = current_partition(mock_settings, "full")
+        alerts = _failure_alerts(mock_settings, job, instance, partition_key=today)
     (alert,) = alerts
     assert alert["severity"] == "critical"
     assert alert["title"] == "integrity check failure: full_backup_job"
