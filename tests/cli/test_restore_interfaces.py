@@ -114,6 +114,13 @@ def test_seed_api_restores_from_a_backup_id_and_from_a_legacy_json_file(
     report = restore_from_backup(str(envelope), "conversations", dry_run=True)
     assert report["inserted"] == 2 and report["skipped"] == 4
     assert db["conversations"].count_documents({}) == 4
+    # each call is in the audit log, like a command: a change says first that it starts
+    settings = mock_setup[0]
+    lines = [json.loads(x) for x in settings.path(settings.audit.path).read_text().splitlines()]
+    python = [(e["action"], e["outcome"]) for e in lines if e["via"] == "python"]
+    assert python == [("restore_from_backup", "started"), ("restore_from_backup", "ok")] * 2 + [
+        ("restore_from_backup", "ok")  # the dry run changes nothing: one line
+    ]
 
 
 def test_cli_restore_dry_run_restore_and_rollback_against_the_server(
