@@ -161,6 +161,8 @@ class AlertSettings(_Strict):
     # null turns it off
     daily_report: str | None = "0 7 * * *"
     log_file: str = "logs/alerts.jsonl"
+    # past this size the log becomes part .1 (.2 ... .5 older, then gone); null: never
+    log_rotate_bytes: int | None = Field(default=8 * 1024 * 1024, ge=4096)
     email: SmtpSettings | None = None
     ui_url: str = "http://127.0.0.1:3000"
 
@@ -312,6 +314,10 @@ class AuditSettings(_Strict):
     """The hash-chained audit log of every operation (API, command line, Dagster jobs)."""
 
     path: str = ".bmc/audit.log"
+    # the current file becomes part audit.log.000001, .000002, ... at this size or this age
+    # (null: never); the chain runs across the parts, and `audit verify` walks them all
+    rotate_bytes: int | None = Field(default=16 * 1024 * 1024, ge=4096)
+    rotate_days: float | None = Field(default=30.0, gt=0)
 
 
 class Settings(_Strict):

@@ -177,10 +177,13 @@ def audit_verify(settings: Settings, json: bool) -> int:
     if json:
         print_json(result.as_dict())
         return EXIT_OK if result.ok else EXIT_INVALID
+    parts = f" in {result.files} files" if result.files > 1 else ""
     if result.ok:
-        print(f"{result.path}: {result.lines} line(s), chain intact")
-    else:
+        print(f"{result.path}: {result.lines} line(s){parts}, chain intact")
+    elif result.line:  # counted over every file; the message names the file and its line
         print(f"{result.path}: TAMPERED at line {result.line}: {result.message}")
+    else:
+        print(f"{result.path}: TAMPERED: {result.message}")
     print(
         f"  MACs verified: {result.macs_verified}, lines without a MAC: {result.unkeyed}, "
         f"MACs under keys not configured here: {result.unverifiable_macs}"

@@ -20,6 +20,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
+from bmc_pipeline.engine.records import append_record
+
 SEVERITY_ICON = {"critical": "🔴", "warning": "🟠", "resolved": "✅", "info": "📋"}
 
 
@@ -136,15 +138,15 @@ class DiscordChannel:
 
 @dataclass
 class LogFileChannel:
-    """One JSON object per line, appended."""
+    """One JSON object per line, appended; rotated past ``rotate_bytes`` (see records.py)."""
 
     path: Path
     name: str = "log"
+    rotate_bytes: int | None = None
 
     def send(self, alert: Alert) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"type": "alert", **asdict(alert)}, ensure_ascii=False) + "\n")
+        record = {"type": "alert", **asdict(alert)}
+        append_record(self.path, record, rotate_bytes=self.rotate_bytes)
 
 
 @dataclass
@@ -165,12 +167,14 @@ class Notifier:
         attempts: int = 3,
         backoff_s: float = 1.0,
         failure_log: Path | None = None,
+        rotate_bytes: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.channels = channels
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.failure_log = failure_log
+        self.rotate_bytes = rotate_bytes
         self.sleep = sleep
 
     def send(self, alert: Alert) -> list[Delivery]:
@@ -194,8 +198,6 @@ class Notifier:
     def _record_failure(self, channel: str, alert: Alert, error: str) -> None:
         if self.failure_log is None:
             return
-        self.failure_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.failure_log.open("a", encoding="utf-8") as fh:
-            record = {"type": "delivery_failed", "channel": channel, "alert": alert.key,
-                      "error": error, "at": datetime.now(timezone.utc).isoformat()}  # fmt: skip
-            fh.write(json.dumps(record) + "\n")
+        record = {"type": "delivery_failed", "channel": channel, "alert": alert.key,
+                  "error": error, "at": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+        append_record(self.failure_log, record, rotate_bytes=self.rotate_bytes)

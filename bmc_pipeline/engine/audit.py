@@ -29,18 +29,25 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.atomic import write_atomic
-from bmc_pipeline.engine.crypto import KeyRing, audit_mac, constant_time_equal
+from bmc_pipeline.engine.atomic import fsync_dir, write_atomic
+from bmc_pipeline.engine.audit_chain import (
+    GENESIS,
+    canonical,
+    entry_hash,
+    head_payload,
+    part_path,
+    rotated_parts,
+)
+from bmc_pipeline.engine.audit_verify import VerifyResult, verify_log
+from bmc_pipeline.engine.crypto import KeyRing, audit_mac
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import AuditWriteError, BmcError, KeyConfigError
 
-GENESIS = "0" * 64
 _SECRET_NAME = re.compile(r"key|token|password|secret|authorization|webhook|cookie", re.I)
 _MAX_VALUE_CHARS = 300
 _MAX_KEYS = 30
@@ -88,28 +95,24 @@ def scrub(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= _MAX_VALUE_CHARS else text[:_MAX_VALUE_CHARS] + "..."
 
 
-def _canonical(entry: Mapping[str, Any]) -> bytes:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    """The hash of a line: everything but the hash and MAC fields, canonically serialized."""
-    body = {k: v for k, v in entry.items() if k not in ("hash", "key_id", "mac")}
-    return hashlib.sha256(_canonical(body)).hexdigest()
-
-
-def _head_payload(seq: int, digest: str) -> bytes:
-    return f"head:{seq}:{digest}".encode()
-
-
 class AuditLog:
     """Appends entries to, and verifies, one audit log file."""
 
-    def __init__(self, path: Path, keyring: KeyRing | None = None, *, file_mode: int = 0o600):
+    def __init__(
+        self,
+        path: Path,
+        keyring: KeyRing | None = None,
+        *,
+        file_mode: int = 0o600,
+        rotate_bytes: int | None = None,
+        rotate_days: float | None = None,
+    ):
         self.path = path
         self.head_path = path.with_name(path.name + ".head")
         self.keyring = keyring
         self.file_mode = file_mode
+        self.rotate_bytes = rotate_bytes  # a part is closed at this size, or at this age
+        self.rotate_days = rotate_days
 
     # -- writing ---------------------------------------------------------------------------------
     def append(
@@ -137,10 +140,8 @@ class AuditLog:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, self.file_mode)
+            fd = self._open_current()
             try:
-                os.fchmod(fd, self.file_mode)
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 seq, prev = self._last(fd)
                 entry: dict[str, Any] = {
                     "seq": seq + 1,
@@ -160,17 +161,64 @@ class AuditLog:
                 key = self.keyring.primary if self.keyring else None
                 entry["key_id"] = key.key_id if key else None
                 entry["mac"] = audit_mac(key, entry["hash"].encode()) if key else None
-                os.write(fd, _canonical(entry) + b"\n")
+                os.write(fd, canonical(entry) + b"\n")
                 os.fsync(fd)
                 self._write_head(entry)
+                if self._rotation_due(fd):
+                    self._rotate()
             finally:
                 os.close(fd)  # releases the flock
         return entry
 
+    def _open_current(self) -> int:
+        """The log file, open for appending and locked; the current one, should another writer
+        have rotated it between this one's open and its lock."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, self.file_mode)
+            os.fchmod(fd, self.file_mode)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if self.path.stat().st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass  # renamed away and not created again yet
+            os.close(fd)
+
+    def _rotation_due(self, fd: int) -> bool:
+        size = os.fstat(fd).st_size
+        if self.rotate_bytes and size >= self.rotate_bytes:
+            return True
+        if not self.rotate_days or size == 0:
+            return False
+        first = os.pread(fd, 4096, 0).split(b"\n", 1)[0]
+        try:
+            started = datetime.fromisoformat(json.loads(first)["time"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        return (datetime.now(timezone.utc) - started).total_seconds() > self.rotate_days * 86400
+
+    def _rotate(self) -> None:
+        """Move the current file to the next part (its lock is held): the chain goes on."""
+        parts = rotated_parts(self.path)
+        target = part_path(self.path, parts[-1][0] + 1 if parts else 1)
+        self.path.rename(target)
+        fsync_dir(self.path.parent)
+        _log.info("audit log rotated to %s", target.name)
+
     def _last(self, fd: int) -> tuple[int, str]:
-        """``seq`` and ``hash`` of the file's last line (0 and the genesis hash if empty)."""
+        """``seq`` and ``hash`` of the log's last line: of this file, or, when it is new, of the
+        newest rotated part (0 and the genesis hash for a new log)."""
         size = os.fstat(fd).st_size
         if size == 0:
+            parts = rotated_parts(self.path)
+            if not parts:
+                return 0, GENESIS
+            part = os.open(parts[-1][1], os.O_RDONLY)
+            try:
+                if os.fstat(part).st_size:
+                    return self._last(part)
+            finally:
+                os.close(part)
             return 0, GENESIS
         start = max(0, size - _TAIL_BYTES)
         tail = os.pread(fd, size - start, start)
@@ -189,9 +237,9 @@ class AuditLog:
             "seq": entry["seq"],
             "hash": entry["hash"],
             "key_id": key.key_id if key else None,
-            "mac": audit_mac(key, _head_payload(entry["seq"], entry["hash"])) if key else None,
+            "mac": audit_mac(key, head_payload(entry["seq"], entry["hash"])) if key else None,
         }
-        write_atomic(self.head_path, _canonical(head), mode=self.file_mode)
+        write_atomic(self.head_path, canonical(head), mode=self.file_mode)
 
     def signed_but_no_key(self) -> str | None:
         """The key id a signed log needs when no key is configured here, else None.
@@ -265,187 +313,21 @@ class AuditLog:
 
     # -- verifying -------------------------------------------------------------------------------
     def verify(self) -> VerifyResult:
-        """Check every line; the result names the first problem (line number and what it is)."""
-        result = VerifyResult(path=str(self.path))
-        if not self.path.exists():
-            if self.head_path.exists():
-                result.fail(0, "removed", "the log file is missing but its head file exists")
-            return result
-        expected_seq, prev_hash = 1, GENESIS
-        with self.path.open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                result.lines = number
-                problem = self._check_line(raw, number, expected_seq, prev_hash, result)
-                if problem:
-                    return result
-                entry = json.loads(raw)
-                expected_seq, prev_hash = int(entry["seq"]) + 1, str(entry["hash"])
-        self._check_head(expected_seq - 1, prev_hash, result)
-        return result
-
-    def _check_line(self, raw: bytes, n: int, seq: int, prev: str, result: VerifyResult) -> bool:
-        try:
-            entry = json.loads(raw)
-            if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int):
-                raise ValueError("not an entry")
-            stored = str(entry["hash"])
-        except (ValueError, KeyError):
-            result.fail(n, "edited", f"line {n} is not a valid audit entry (edited or damaged)")
-            return True
-        if not constant_time_equal(entry_hash(entry), stored):
-            result.fail(n, "edited", f"line {n} was edited: its content does not match its hash")
-            return True
-        if entry.get("mac"):
-            key_id = str(entry.get("key_id"))
-            if self.keyring is None:
-                result.unverifiable_macs += 1
-            elif key_id not in self.keyring.key_ids:
-                result.fail(
-                    n,
-                    "forged",
-                    f"line {n} carries a MAC under key {key_id}, which is not configured: it was "
-                    "forged, or written with a key no longer in the key file (add it back to verify)",
-                )
-                return True
-            elif not constant_time_equal(
-                audit_mac(self.keyring.get(key_id), stored.encode()), str(entry["mac"])
-            ):
-                result.fail(
-                    n, "forged", f"line {n} was rewritten: its MAC does not verify with {key_id}"
-                )
-                return True
-            else:
-                result.macs_verified += 1
-        elif self.keyring is not None and result.macs_verified:
-            result.fail(
-                n,
-                "forged",
-                f"line {n} has no MAC although the lines before it have one: it was written "
-                "without the key",
-            )
-            return True
-        else:
-            result.unkeyed += 1
-        if entry["seq"] > seq:
-            missing = entry["seq"] - seq
-            result.fail(
-                n,
-                "removed",
-                f"{missing} line(s) were removed before line {n} "
-                f"(sequence jumps from {seq - 1} to {entry['seq']})",
-            )
-            return True
-        if entry["seq"] < seq:
-            result.fail(
-                n,
-                "inserted",
-                f"line {n} was inserted: its sequence number {entry['seq']} was already used",
-            )
-            return True
-        if not constant_time_equal(str(entry.get("prev")), prev):
-            result.fail(
-                n,
-                "inserted",
-                f"line {n} does not follow line {n - 1}: a line there was replaced or inserted",
-            )
-            return True
-        return False
-
-    def _check_head(self, last_seq: int, last_hash: str, result: VerifyResult) -> None:
-        keyed = self.keyring is not None and result.macs_verified > 0
-        if not self.head_path.exists():
-            if keyed:  # the writer signs the head with every keyed line: it cannot just be gone
-                result.fail(
-                    result.lines + 1,
-                    "removed",
-                    f"{self.head_path.name} is missing: lines may have been removed from the end "
-                    "together with it",
-                )
-            elif last_seq:
-                result.warnings.append(
-                    f"{self.head_path.name} is missing: removal of lines at the end "
-                    "cannot be checked"
-                )
-            return
-        try:
-            head = json.loads(self.head_path.read_bytes())
-            head_seq, head_hash = int(head["seq"]), str(head["hash"])
-        except (ValueError, KeyError, TypeError, OSError):
-            result.fail(result.lines, "edited", f"{self.head_path.name} is damaged")
-            return
-        if keyed and not (
-            head.get("mac") and self.keyring and head.get("key_id") in self.keyring.key_ids
-        ):
-            result.fail(
-                result.lines,
-                "forged",
-                f"{self.head_path.name} is not signed with a configured key although the log is",
-            )
-            return
-        if head.get("mac") and self.keyring and head.get("key_id") in self.keyring.key_ids:
-            key = self.keyring.get(str(head["key_id"]))
-            if not constant_time_equal(
-                audit_mac(key, _head_payload(head_seq, head_hash)), str(head["mac"])
-            ):
-                result.fail(result.lines, "forged", f"{self.head_path.name} was rewritten")
-                return
-        if head_seq > last_seq:
-            result.fail(
-                result.lines + 1,
-                "removed",
-                f"{head_seq - last_seq} line(s) were removed from the end: the log stops at "
-                f"entry {last_seq} but entry {head_seq} was written",
-            )
-        elif head_seq == last_seq and not constant_time_equal(head_hash, last_hash):
-            result.fail(result.lines, "edited", f"the last line (line {result.lines}) was replaced")
-        elif head_seq < last_seq:
-            result.warnings.append(
-                f"{self.head_path.name} is behind the log (entry {head_seq} of {last_seq}); "
-                "a writer may have stopped between the two writes"
-            )
-
-
-@dataclass
-class VerifyResult:
-    """What ``audit verify`` found: the first problem, if any, and how much was checked."""
-
-    path: str
-    lines: int = 0
-    ok: bool = True
-    line: int | None = None
-    kind: str | None = None
-    message: str | None = None
-    macs_verified: int = 0
-    unkeyed: int = 0
-    unverifiable_macs: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def fail(self, line: int, kind: str, message: str) -> None:
-        self.ok, self.line, self.kind, self.message = False, line, kind, message
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "ok": self.ok,
-            "lines": self.lines,
-            "first_problem": (
-                {"line": self.line, "kind": self.kind, "message": self.message}
-                if not self.ok
-                else None
-            ),
-            "macs_verified": self.macs_verified,
-            "unkeyed_lines": self.unkeyed,
-            "unverifiable_macs": self.unverifiable_macs,
-            "warnings": self.warnings,
-        }
+        """Check every line of every file; the result names the first problem (file, line, what)."""
+        return verify_log(self.path, self.head_path, self.keyring)
 
 
 def audit_log_for(settings: Settings, keyring: KeyRing | None = None) -> AuditLog:
     """The deployment's audit log, keyed when a backup key is configured."""
     if keyring is None:
         keyring = Deployment(settings).keyring_if_any()
+    a = settings.audit
     return AuditLog(
-        settings.path(settings.audit.path), keyring, file_mode=settings.storage.file_mode
+        settings.path(a.path),
+        keyring,
+        file_mode=settings.storage.file_mode,
+        rotate_bytes=a.rotate_bytes,
+        rotate_days=a.rotate_days,
     )
 
 

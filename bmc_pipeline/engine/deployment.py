@@ -64,7 +64,8 @@ class Deployment:
         """Every configured channel; the log file always, e-mail and webhooks when set up."""
         s = self.settings
         log = s.path(s.alerts.log_file)
-        channels: list[Channel] = [LogFileChannel(log)]
+        rotate = s.alerts.log_rotate_bytes
+        channels: list[Channel] = [LogFileChannel(log, rotate_bytes=rotate)]
         if s.alerts.email:
             e = s.alerts.email
             channels.append(
@@ -76,7 +77,7 @@ class Deployment:
             channels.append(SlackChannel(s.slack_webhook_url))
         if s.discord_webhook_url:
             channels.append(DiscordChannel(s.discord_webhook_url))
-        return Notifier(channels, failure_log=log)
+        return Notifier(channels, failure_log=log, rotate_bytes=rotate)
 
     def database(self) -> Any:
         m = self.settings.mongodb

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bmc_pipeline.cli import main
-from bmc_pipeline.engine.audit import AuditLog, entry_hash, scrub
+from bmc_pipeline.engine.audit import AuditLog, scrub
+from bmc_pipeline.engine.audit_chain import entry_hash
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from tests.support import make_settings, write_config
 
