@@ -56,28 +56,29 @@ def build_health_asset(settings: Settings) -> dg.AssetsDefinition:
 
 
 _COLUMNS = (
-    ("collection", "string"),
-    ("last_full", "string"),
-    ("last_incremental", "string"),
-    ("age_h", "float"),
-    ("documents", "int"),
-    ("recoverable_until", "string"),
-    ("last_drill_ok", "bool"),
+    "collection",
+    "last_full",
+    "last_incremental",
+    "age_h",
+    "documents",
+    "recoverable_until",
+    "last_drill_ok",
 )
 
 
 def collections_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
-    """The per-collection rows as a table the UI renders (ages in hours, easier to read)."""
+    """The per-collection rows as a table the UI renders (ages in hours, easier to read).
+
+    Every cell is text: a table's records must all have the same fields, and a collection with
+    no backup yet has no age or count ("" says so).
+    """
     records = []
     for r in rows:
         age = r["age_s"]
         values = {**r, "age_h": round(age / 3600, 1) if age is not None else None}
         records.append(
-            dg.TableRecord(
-                {name: values.get(name) for name, _ in _COLUMNS if values.get(name) is not None}
-            )
+            dg.TableRecord({n: "" if values.get(n) is None else str(values[n]) for n in _COLUMNS})
         )
     return dg.MetadataValue.table(
-        records,
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in _COLUMNS]),
+        records, schema=dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in _COLUMNS])
     )
