@@ -44,8 +44,9 @@ def _holder(path: Path) -> str:
 def hold(path: Path, what: str) -> Iterator[None]:
     """Hold the lock at ``path`` for the ``with`` body; :class:`GuardedError` if it is held.
 
-    The file stays (removing it could let a waiting process lock a file nobody else sees); its
-    content names the holder.
+    The file stays (removing it while another process has it open would let two processes hold
+    "the" lock on two different files); its content names the holder. The one exception is a
+    backup writer's lock, removed once its temporary directory is gone (see ``store.pending``).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -80,8 +81,9 @@ def is_held(path: Path) -> bool:
 
 @contextlib.contextmanager
 def restoring(root: Path, targets: list[str], what: str) -> Iterator[None]:
-    """Hold the restore lock of every target (``db.collection``, ``files:<dir>``), sorted so that
-    two restores of overlapping sets cannot each wait on the other; or refuse naming the holder."""
+    """Hold the restore lock of every target (``db.collection``, ``files:<dir>``), or refuse at
+    once naming the holder of the first one taken (in sorted order, so the answer is the same
+    whichever restore asks)."""
     with contextlib.ExitStack() as held:
         for name in sorted(set(targets)):
             path = lock_path(root, "restore", name)

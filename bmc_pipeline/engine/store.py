@@ -292,6 +292,8 @@ class BackupStore:
                 pb.close_files(sync=False)
                 if not pb.published:
                     shutil.rmtree(tmp, ignore_errors=True)
+                # removed only once the directory is gone (published or deleted): whoever
+                # opens the file afterwards finds no leftover of it to remove
                 writer.unlink(missing_ok=True)
 
     def lock_root(self) -> Path:
