@@ -31,9 +31,10 @@ def quarantine_list(settings: Settings, json: bool) -> int:
     entries = list_quarantines(Deployment(settings).store())
     if json:
         print_json({"quarantines": [e.as_dict() for e in entries], "count": len(entries)})
-    elif not entries:
+        return EXIT_OK
+    if not entries:
         print("no quarantined documents")
-    for e in [] if json else entries:
+    for e in entries:
         print(f"{e.quarantine_id}  {e.size_bytes} bytes")
     return EXIT_OK
 
