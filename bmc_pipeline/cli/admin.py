@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -190,3 +191,83 @@ def drill(settings: Settings, json: bool) -> int:
         print(f"  error: {report.error}")
     print(f"  restore time (RTO): {report.rto_s} s for {report.documents} documents")
     return EXIT_OK if report.ok else EXIT_NOT_VERIFIED
+
+
+@commands(
+    "setup",
+    audited=False,  # it records itself in the new deployment's own audit log
+    help="set up a deployment in DIR: configuration, directories, key, Dagster instance, API "
+    "token, TLS and systemd units if asked; safe to run again",
+)
+@click.option(
+    "--home",
+    "home",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="the deployment's directory",
+)
+@click.option("--database", default="bmc-cotizaciones", show_default=True, help="MongoDB database")
+@click.option(
+    "--mongodb-uri", help="the URI without its password (put the whole one in service.env)"
+)
+@click.option("--files-root", help="the chatbot's files (default: DIR/chatbot_files)")
+@click.option("--remote-url", help="the off-site copy (s3://, gs://, sftp://, file://)")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="install this existing key instead of creating one",
+)
+@click.option(
+    "--postgres-url", help="Dagster on PostgreSQL: the URL goes into DIR/service.env (0600)"
+)
+@click.option(
+    "--self-signed", is_flag=True, help="create a self-signed TLS certificate for the API"
+)
+@click.option(
+    "--systemd",
+    "systemd",
+    type=click.Path(file_okay=False),
+    help="write systemd units into this directory",
+)
+@click.option("--user", default="bmc", show_default=True, help="the service user of the units")
+@click.option("--force", is_flag=True, help="replace a configuration that differs (never a key)")
+@click.option("--yes", is_flag=True, help="do it without asking")
+@dry_run_option
+@json_option
+def setup(settings: Settings, home: str, database: str, mongodb_uri: str | None,
+          files_root: str | None, remote_url: str | None, key_file: str | None,
+          postgres_url: str | None, self_signed: bool, systemd: str | None, user: str,
+          force: bool, yes: bool, dry_run: bool, json: bool) -> int:  # fmt: skip
+    from pathlib import Path
+
+    from bmc_pipeline.cli.setup import SetupOptions, run_setup
+
+    opts = SetupOptions(
+        database=database, mongodb_uri=mongodb_uri, files_root=files_root, remote_url=remote_url,
+        postgres_url=postgres_url, self_signed=self_signed,
+        systemd=Path(systemd) if systemd else None, user=user, force=force,
+        key_file=Path(key_file) if key_file else None,
+    )  # fmt: skip
+    plan = run_setup(Path(home), opts, dry_run=True)
+    if dry_run or (plan.steps and not yes and not click.confirm(
+        "\n".join([f"setup of {plan.home}:", *plan.steps, "go ahead?"]), default=False
+    )):  # fmt: skip
+        _print_setup(plan, json)
+        return EXIT_OK
+    _print_setup(run_setup(Path(home), opts, dry_run=False), json)
+    return EXIT_OK
+
+
+def _print_setup(report: Any, json: bool) -> None:
+    if json:
+        print_json(report.as_dict())
+        return
+    for step in report.steps or ["nothing to do: the deployment is set up"]:
+        print(f"  {step}")
+    if report.key_id and not report.dry_run:
+        print(f"backup key {report.key_id}: keep a copy of {report.home}/keys/backup.key outside "
+              "this machine; backups cannot be read without it")  # fmt: skip
+    if report.token:
+        print(f"admin API token (shown once, stored only as a hash): {report.token}")
+    if not report.dry_run:
+        print(f"use it with: bmc-backup --config {report.home}/backup_config.json ...")
