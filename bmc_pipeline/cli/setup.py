@@ -271,7 +271,7 @@ WorkingDirectory={home}
 Environment=BMC_CONFIG={home / "backup_config.json"}
 Environment=DAGSTER_HOME={home / "dagster"}
 Environment=BMC_BACKUP_KEY_FILE={home / KEY_FILE}
-# MONGODB_URI (with its password){f" and {PG_ENV}" if opts.postgres_url else ""} go here, mode 0600
+# MONGODB_URI (with its password){f" and {PG_ENV}" if opts.postgres_url else ""}: in this file, mode 0600
 EnvironmentFile=-{home / "service.env"}
 UMask=0077
 ExecStart={commands[name]}
