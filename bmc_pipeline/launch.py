@@ -122,14 +122,19 @@ def run_op_job(
     op_config: dict[str, Any],
     *,
     launched_by: str,
+    run_id: str | None = None,
 ) -> OpRun:
-    """Run a one-op job (restore, rollback, scan) in this process; a failed run raises."""
+    """Run a one-op job (restore, rollback, scan) in this process; a failed run raises.
+
+    ``run_id`` names the run in advance (a run answered with 202 before it ends).
+    """
     result = _execute(
         settings,
         job_name,
         job_name.replace("_job", ""),
         launched_by=launched_by,
         run_config={"ops": {op_name: {"config": op_config}}},
+        **({"run_id": run_id} if run_id else {}),
     )
     output = result.output_for_node(op_name)
     assert isinstance(output, dict)

@@ -207,3 +207,26 @@ class ScanResult(BaseModel):
     summary: dict[str, Any]
     report: dict[str, Any]
     report_files: list[str] = Field(description="file names in scanner.output_dir")
+
+
+class RunAccepted(BaseModel):
+    """A restore or rollback started with ``Prefer: respond-async``: where to follow it."""
+
+    run_id: str
+    status: str = Field(description="running")
+    status_url: str = Field(description="GET it until status is succeeded or failed")
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    kind: str = Field(description="restore or rollback")
+    status: str = Field(description="running, succeeded or failed")
+    started: str
+    finished: str | None = None
+    elapsed_s: float = Field(description="seconds since it started (until it finished)")
+    result: dict[str, Any] | None = Field(
+        default=None, description="when succeeded: the body the synchronous request answers with"
+    )
+    error: dict[str, Any] | None = Field(
+        default=None, description="when failed: the HTTP status and detail it would have had"
+    )

@@ -262,6 +262,7 @@ OPERATIONS = [
     ("DELETE", "/api/recovery/backups/{backup_id}"),
     ("GET", "/api/recovery/validate/{backup_id}"),
     ("GET", "/api/recovery/status"),
+    ("GET", "/api/recovery/runs/{run_id}"),
 ]
 
 

@@ -1,14 +1,17 @@
-"""``/scan``, ``/restore`` and ``/rollback``: finding what is recoverable and bringing it back.
+"""``/scan``, ``/restore``, ``/rollback``, ``/runs``: finding what is recoverable, bringing it back.
 
-Restores and rollbacks run as Dagster runs in this process, one at a time; the scan calls the
-engine directly (it only reads).
+Restores and rollbacks run as Dagster runs in this process, one at a time: answered when they end,
+or at once with 202 (``Prefer: respond-async``) and followed at ``/runs/{run_id}``. The scan calls
+the engine directly (it only reads).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bmc_pipeline.api.models import (
     COLLECTION_PATTERN,
@@ -17,14 +20,21 @@ from bmc_pipeline.api.models import (
     RestoreResult,
     RollbackRequest,
     RollbackResult,
+    RunAccepted,
+    RunStatus,
     ScanResult,
 )
 from bmc_pipeline.api.problems import jsonable, problem_responses, under_root
-from bmc_pipeline.api.state import app_state
+from bmc_pipeline.api.state import BackgroundRun, app_state
 from bmc_pipeline.config import check_collection_name
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
 from bmc_pipeline.engine.store import backup_id_of_manifest
 from bmc_pipeline.engine.vocabulary import Source
+
+RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+PreferHeader = Annotated[
+    str | None, Header(description="'respond-async': answer 202 at once, follow /runs/{run_id}")
+]
 
 router = APIRouter()
 
@@ -58,10 +68,13 @@ def scan_endpoint(
 @router.post(
     "/restore",
     response_model=RestoreResult,
-    summary="restore a collection (dry run unless dry_run is false)",
-    responses=problem_responses(404, 409),
+    summary="restore a collection (dry run unless dry_run is false); with the header "
+    "'Prefer: respond-async', answered 202 at once and followed at /runs/{run_id}",
+    responses={**problem_responses(404, 409), 202: {"model": RunAccepted}},
 )
-def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
+def restore_endpoint(
+    request: Request, body: RestoreRequest, prefer: PreferHeader = None
+) -> RestoreResult | JSONResponse:
     state = app_state(request)
     strategy = body.strategy or state.settings.restore.default_strategy
     config: dict[str, Any] = {
@@ -81,6 +94,11 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
         source = body.collection or body.target_collection
         check_collection_name(source)
         config.update(collection=source, target_collection=body.target_collection)
+    if wants_async(prefer):
+        return accepted(request, state.start_restoring_job(
+            request, "restore_job", "restore_op", config,
+            lambda report, run_id: jsonable(_restore_result(report, run_id).model_dump()),
+        ))  # fmt: skip
     report, run_id = state.run_restoring_job(request, "restore_job", "restore_op", config)
     request.state.audit = {
         "backup_id": report.get("backup_id"),
@@ -88,6 +106,10 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
         "rollback_id": report.get("rollback_id"),
         "run_id": run_id,
     }
+    return _restore_result(report, run_id)
+
+
+def _restore_result(report: dict[str, Any], run_id: str) -> RestoreResult:
     parts = list(report.get("collections", {}).values()) or [report]
     checks = [c for p in parts for c in p.get("verification", [])]
     if report.get("files"):
@@ -107,15 +129,52 @@ def restore_endpoint(request: Request, body: RestoreRequest) -> RestoreResult:
 @router.post(
     "/rollback",
     response_model=RollbackResult,
-    summary="undo a restore from the rollback_id it reported",
-    responses=problem_responses(404, 409),
+    summary="undo a restore from the rollback_id it reported ('Prefer: respond-async' as for "
+    "/restore)",
+    responses={**problem_responses(404, 409), 202: {"model": RunAccepted}},
 )
-def rollback_endpoint(request: Request, body: RollbackRequest) -> RollbackResult:
-    result, run_id = app_state(request).run_restoring_job(
-        request,
-        "rollback_job",
-        "rollback_op",
-        {"rollback_id": body.rollback_id, "force": body.force},
-    )
+def rollback_endpoint(
+    request: Request, body: RollbackRequest, prefer: PreferHeader = None
+) -> RollbackResult | JSONResponse:
+    config = {"rollback_id": body.rollback_id, "force": body.force}
+    state = app_state(request)
+    if wants_async(prefer):
+        return accepted(request, state.start_restoring_job(
+            request, "rollback_job", "rollback_op", config,
+            lambda result, run_id: jsonable(RollbackResult(result=result, run_id=run_id).model_dump()),
+        ))  # fmt: skip
+    result, run_id = state.run_restoring_job(request, "rollback_job", "rollback_op", config)
     request.state.audit = {"rollback_id": body.rollback_id, "run_id": run_id}
     return RollbackResult(result=jsonable(result), run_id=run_id)
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunStatus,
+    summary="a restore or rollback started with 'Prefer: respond-async': status, progress, result",
+    responses=problem_responses(404),
+)
+def run_endpoint(
+    request: Request, run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)]
+) -> RunStatus:
+    state = app_state(request)
+    run = state.runs.get(run_id)
+    if run is None:
+        raise StarletteHTTPException(
+            404, f"no run {run_id} was started by this server since it started"
+        )
+    return RunStatus(**run.as_dict(), elapsed_s=run.elapsed_s())
+
+
+def wants_async(prefer: str | None) -> bool:
+    """RFC 7240: ``Prefer: respond-async`` (among other preferences, any case)."""
+    return bool(prefer) and "respond-async" in [
+        p.strip().split("=")[0].lower() for p in str(prefer).split(",")
+    ]
+
+
+def accepted(request: Request, run: BackgroundRun) -> JSONResponse:
+    url = f"/api/recovery/runs/{run.run_id}"
+    request.state.audit = {"run_id": run.run_id, "async": True}
+    body = RunAccepted(run_id=run.run_id, status=run.status, status_url=url)
+    return JSONResponse(body.model_dump(), status_code=202, headers={"location": url})
