@@ -42,6 +42,9 @@ class MongoSettings(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     server_selection_timeout_ms: int = Field(default=5000, ge=100)
     socket_timeout_ms: int = Field(default=60_000, ge=100)
+    # at most this many MiB/s read by a backup (null: as fast as the server sends), so the
+    # chatbot's own queries keep their share of the server (docs/PERFORMANCE.md)
+    max_read_mb_per_s: float | None = Field(default=None, gt=0)
 
 
 class CollectionSettings(_Strict):

@@ -52,6 +52,7 @@ from bmc_pipeline.engine.store import (
     canonical_json,
     new_backup_id,
 )
+from bmc_pipeline.engine.throttle import Throttle
 
 # Documents whose timestamp is this close before the parent's watermark are read again, so clock
 # differences between the chatbot's servers and this one cannot hide a change. Re-reading an
@@ -170,8 +171,9 @@ def parse_index_entry(raw: bytes) -> tuple[bytes, bytes]:
 PARTS = ("", ".index", ".tombstones")  # file name suffixes of one collection's archives
 
 
-def _docs_in(batches: Iterable[bytes], name: str) -> Iterator[bytes]:
+def _docs_in(batches: Iterable[bytes], name: str, throttle: Throttle) -> Iterator[bytes]:
     for batch in batches:
+        throttle.spend(len(batch))  # before the work on it: reads are what the budget bounds
         yield from bson_documents(batch, where=name)
 
 
@@ -194,6 +196,8 @@ class BackupEngine:
         self.keyring = keyring
         self.log = log
         self.retry_backoff_s = retry_backoff_s
+        # one budget for the whole backup point (mongodb.max_read_mb_per_s; none: full speed)
+        self.throttle = Throttle(settings.mongodb.max_read_mb_per_s)
 
     def load_index(self, ref: BackupRef, entry: CollectionEntry) -> dict[bytes, bytes]:
         """The id -> document hash map of a collection at a backup point."""
@@ -245,7 +249,9 @@ class BackupEngine:
         parent_id: str | None = None
         if mode == "full" or parent is None:
             detection = "full"
-            for n, raw in enumerate(_docs_in(raw_batches(coll, batch_size=batch), name), 1):
+            for n, raw in enumerate(
+                _docs_in(raw_batches(coll, batch_size=batch), name, self.throttle), 1
+            ):
                 h = document_hash(raw)
                 docs_w.write_batch(raw)
                 index_w.write_batch(index_entry(id_element(raw), h))
@@ -264,7 +270,9 @@ class BackupEngine:
                 since = datetime.fromisoformat(str(pentry.watermark)) - TIMESTAMP_OVERLAP
                 written: set[bytes] = set()
                 for raw in _docs_in(
-                    raw_batches(coll, {ts_field: {"$gte": since}}, batch_size=batch), name
+                    raw_batches(coll, {ts_field: {"$gte": since}}, batch_size=batch),
+                    name,
+                    self.throttle,
                 ):
                     elem, h = id_element(raw), document_hash(raw)
                     if state.get(elem) != h:
@@ -274,7 +282,9 @@ class BackupEngine:
                 current = {
                     id_element(raw)
                     for raw in _docs_in(
-                        raw_batches(coll, None, {"_id": 1}, batch_size=batch * 10), name
+                        raw_batches(coll, None, {"_id": 1}, batch_size=batch * 10),
+                        name,
+                        self.throttle,
                     )
                 }
                 # Documents with no (or an old) timestamp that the parent never saw.
@@ -282,14 +292,16 @@ class BackupEngine:
                 for i in range(0, len(unseen), 1000):
                     ids = [decode_id(e) for e in unseen[i : i + 1000]]
                     for raw in _docs_in(
-                        raw_batches(coll, {"_id": {"$in": ids}}, batch_size=batch), name
+                        raw_batches(coll, {"_id": {"$in": ids}}, batch_size=batch),
+                        name,
+                        self.throttle,
                     ):
                         docs_w.write_batch(raw)
                         state[id_element(raw)] = document_hash(raw)
             else:
                 detection = "content-hash"
                 current = set()
-                for raw in _docs_in(raw_batches(coll, batch_size=batch), name):
+                for raw in _docs_in(raw_batches(coll, batch_size=batch), name, self.throttle):
                     elem, h = id_element(raw), document_hash(raw)
                     current.add(elem)
                     if state.get(elem) != h:
@@ -351,6 +363,7 @@ class BackupEngine:
         names = collections or list(self.settings.collections)
         for n in names:
             check_collection_name(n)
+        self.throttle = Throttle(self.settings.mongodb.max_read_mb_per_s)  # a budget per point
         for p in self.store.remove_stale_leftovers():
             self.log(f"removed {p.name}, left by a backup that did not finish")
         now = now or datetime.now(timezone.utc)
