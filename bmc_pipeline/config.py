@@ -92,6 +92,10 @@ class StorageSettings(_Strict):
     # backups are published locally first, then uploaded (docs/STORAGE.md).
     remote_url: str | None = None
     remote_options: dict[str, Any] = Field(default_factory=dict)
+    # s3:// only: every object pushed is locked this many days (S3 Object Lock; the bucket must
+    # have it enabled), so no one can delete a backup's copy before then (docs/STORAGE.md)
+    remote_object_lock_days: int | None = Field(default=None, ge=1, le=36500)
+    remote_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
 
     @field_validator("dir_mode", "file_mode", mode="before")
     @classmethod

@@ -49,7 +49,12 @@ class Deployment:
     def remote(self) -> RemoteStore | None:
         """The remote copy, if ``storage.remote_url`` is set."""
         st = self.settings.storage
-        return RemoteStore(st.remote_url, st.remote_options) if st.remote_url else None
+        if not st.remote_url:
+            return None
+        return RemoteStore(
+            st.remote_url, st.remote_options,
+            lock_days=st.remote_object_lock_days, lock_mode=st.remote_object_lock_mode,
+        )  # fmt: skip
 
     def blobs(self, keyring: KeyRing) -> BlobStore:
         s = self.settings

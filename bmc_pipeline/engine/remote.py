@@ -24,6 +24,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ import fsspec
 
 from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
-from bmc_pipeline.engine.errors import BackupNotFoundError, IntegrityError, RemoteError
+from bmc_pipeline.engine.errors import (
+    BackupNotFoundError,
+    GuardedError,
+    IntegrityError,
+    RemoteError,
+)
 from bmc_pipeline.engine.files import BLOB_DIR
 from bmc_pipeline.engine.manifest import Manifest
 from bmc_pipeline.engine.store import (
@@ -42,6 +48,8 @@ from bmc_pipeline.engine.store import (
 )
 
 CHUNK = 1 << 20  # bytes copied at a time when fetching a file
+# object stores write an object whole or not at all: no temporary name needed for the manifest
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
 
 @dataclass
@@ -59,7 +67,14 @@ class PushResult:
 class RemoteStore:
     """The remote copy of one deployment's backups."""
 
-    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, Any] | None = None,
+        *,
+        lock_days: int | None = None,
+        lock_mode: str = "GOVERNANCE",
+    ) -> None:
         self.url = url.rstrip("/")
         try:
             self.fs, root = fsspec.core.url_to_fs(self.url, **(options or {}))
@@ -69,6 +84,15 @@ class RemoteStore:
                 "gs:// gcsfs, for az:// adlfs)"
             ) from None
         self.root = str(root).rstrip("/")
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.object_store = bool(OBJECT_STORES & set(protocols))
+        self.s3 = bool({"s3", "s3a"} & set(protocols))
+        if lock_days and not self.s3:
+            raise RemoteError(
+                f"storage.remote_object_lock_days needs an s3:// remote (S3 Object Lock); "
+                f"{self.url} is not one"
+            )
+        self.lock_days, self.lock_mode = lock_days, lock_mode
 
     def _remote(self, store: BackupStore, local: Path) -> str:
         return f"{self.root}/{local.relative_to(store.root).as_posix()}"
@@ -134,8 +158,12 @@ class RemoteStore:
             raise RemoteError(f"checking {dest} at {self.url} failed: {exc}") from exc
         parent = dest.rsplit("/", 1)[0]
         self._call("creating a directory", self.fs.makedirs, parent, True)
+        via_temporary = via_temporary and not self.object_store
         target = f"{parent}/.{path.name}.{secrets.token_hex(4)}.part" if via_temporary else dest
-        self._call(f"uploading {path.name}", self.fs.put_file, str(path), target)
+        try:
+            self.fs.put_file(str(path), target, **self._lock_arguments())
+        except OSError as exc:
+            raise RemoteError(f"uploading {path.name} at {self.url} failed: {exc}") from exc
         if via_temporary:
             self._call(f"publishing {path.name}", self.fs.mv, target, dest)
         remote_size = self._call(f"checking {path.name}", self.fs.size, dest)
@@ -211,9 +239,42 @@ class RemoteStore:
         log(f"backup {backup_id} fetched from {self.url}: {got} file(s) downloaded")
         return ref
 
+    # -- immutability ----------------------------------------------------------------------------
+    def _lock_arguments(self) -> dict[str, Any]:
+        """S3 Object Lock for a new object: nobody (the API, the CLI, stolen credentials) can
+        delete it, or overwrite the version, before ``storage.remote_object_lock_days``."""
+        if not self.lock_days:
+            return {}
+        until = datetime.now(timezone.utc) + timedelta(days=self.lock_days)
+        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": until}
+
+    def locked_until(self, remote_path: str) -> datetime | None:
+        """When the Object Lock retention of an object ends, if it has not yet."""
+        if not self.s3:
+            return None
+        bucket, key, _ = self.fs.split_path(remote_path)
+        try:  # HEAD carries the lock's headers (for a caller allowed to read the retention)
+            answer = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+        except (OSError, ValueError):  # no such object
+            return None
+        until = answer.get("ObjectLockRetainUntilDate")
+        if isinstance(until, datetime) and until > datetime.now(timezone.utc):
+            return until
+        return None
+
+    def backup_locked_until(self, store: BackupStore, backup_id: str) -> datetime | None:
+        return self.locked_until(self._remote(store, store.ref(backup_id).manifest_path))
+
     # -- deletion --------------------------------------------------------------------------------
     def delete(self, store: BackupStore, backup_id: str) -> None:
-        """Remove a backup's remote copy, the manifest first (as locally)."""
+        """Remove a backup's remote copy, the manifest first (as locally); refused while the
+        copy is under Object Lock (:class:`GuardedError`, naming until when)."""
+        until = self.backup_locked_until(store, backup_id)
+        if until is not None:
+            raise GuardedError(
+                f"backup {backup_id} is locked at {self.url} until {until.isoformat()} (S3 Object "
+                f"Lock, {self.lock_mode.lower()} mode): it cannot be deleted before then"
+            )
         ref = store.ref(backup_id)
         for path, recursive in ((ref.manifest_path, False), (ref.payload_dir, True)):
             try:
@@ -224,10 +285,14 @@ class RemoteStore:
                 raise RemoteError(f"deleting {backup_id} at {self.url} failed: {exc}") from exc
 
     def delete_blobs(self, store: BackupStore, blobs: list[str]) -> int:
+        """Delete these blobs' remote copies, except those still under Object Lock."""
         n = 0
         for b in blobs:
+            path = self._remote(store, store.root / BLOB_DIR / b[:2] / b)
+            if self.locked_until(path) is not None:
+                continue
             try:
-                self.fs.rm(self._remote(store, store.root / BLOB_DIR / b[:2] / b))
+                self.fs.rm(path)
                 n += 1
             except FileNotFoundError:
                 pass

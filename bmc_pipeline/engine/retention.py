@@ -158,6 +158,8 @@ class RotationResult:
     unreadable: list[str]
     dry_run: bool
     stray: list[str] = field(default_factory=list)  # entries in blobs/ that are not blobs
+    # deleted here but kept at the remote, whose Object Lock has not expired: id -> until
+    remote_locked: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +171,7 @@ class RotationResult:
             "leftovers_removed": self.leftovers_removed,
             "unreadable_kept": self.unreadable,
             "stray_left_alone": self.stray,
+            "kept_at_remote_until": self.remote_locked,
         }
 
 
@@ -207,11 +210,16 @@ def rotate(
             if p.name not in keep_blobs and st.st_mtime < cutoff:
                 unused.append((p, st.st_size))
     leftovers = store.stale_leftovers()  # a writer that is still alive holds its lock
+    locked: dict[str, str] = {}
     if not dry_run:
         for bid in doomed:
             log(f"deleting backup {bid}")
+            until = remote.backup_locked_until(store, bid) if remote is not None else None
             store.delete(store.ref(bid))
-            if remote is not None:
+            if remote is not None and until is not None:
+                log(f"{bid} stays at {remote.url} until {until.isoformat()} (Object Lock)")
+                locked[bid] = until.isoformat()
+            elif remote is not None:
                 remote.delete(store, bid)
         for p, _ in unused:
             p.unlink(missing_ok=True)
@@ -228,6 +236,7 @@ def rotate(
         unreadable=unreadable,
         dry_run=dry_run,
         stray=stray,
+        remote_locked=locked,
     )
 
 
@@ -263,6 +272,12 @@ def delete_backup(
     """Delete one backup (and its remote copy) unless a guard forbids it (then nothing is done)."""
     ref = store.resolve(backup_id)
     reasons = deletion_guards(store, keyring, ref.backup_id)
+    until = remote.backup_locked_until(store, ref.backup_id) if remote is not None else None
+    if until is not None:  # refused before anything is deleted, here or there
+        reasons.append(
+            f"its copy at {remote.url if remote else ''} is under S3 Object Lock until "
+            f"{until.isoformat()}"
+        )
     if reasons:
         raise GuardedError(
             f"backup {ref.backup_id} is not deleted: {'; '.join(reasons)}. Retention "

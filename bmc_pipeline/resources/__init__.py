@@ -71,6 +71,8 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     file_mode: str = Field(default="600", description="mode of the backup files (octal)")
     remote_url: str | None = None
     remote_options: dict[str, Any] = Field(default_factory=dict)
+    remote_object_lock_days: int | None = None
+    remote_object_lock_mode: str = "GOVERNANCE"
 
     def store(self) -> BackupStore:
         from pathlib import Path
@@ -80,7 +82,12 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
     def remote(self) -> RemoteStore | None:
-        return RemoteStore(self.remote_url, self.remote_options) if self.remote_url else None
+        if not self.remote_url:
+            return None
+        return RemoteStore(
+            self.remote_url, self.remote_options,
+            lock_days=self.remote_object_lock_days, lock_mode=self.remote_object_lock_mode,
+        )  # fmt: skip
 
 
 def resources_from_settings(settings: Settings) -> dict[str, Any]:
@@ -114,5 +121,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             file_mode=f"{settings.storage.file_mode:o}",
             remote_url=settings.storage.remote_url,
             remote_options=settings.storage.remote_options,
+            remote_object_lock_days=settings.storage.remote_object_lock_days,
+            remote_object_lock_mode=settings.storage.remote_object_lock_mode,
         ),
     }
