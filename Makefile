@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.bmc/dagster
 
-.PHONY: setup ferretdb demo test lint ui bench clean
+.PHONY: setup ferretdb postgres demo test lint ui bench clean
 
 setup: $(VENV)/.installed ferretdb
 
@@ -22,6 +22,18 @@ ferretdb: $(VENV)/.installed
 		echo "Go not found: the demo will use mongomock and the integration tests will be skipped"; \
 	fi
 
+# PostgreSQL server binaries, for the tests of Dagster on PostgreSQL (Debian's package; the tests
+# start their own server in a temporary directory and skip, saying why, where there is none).
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q postgresql >/dev/null 2>&1 || \
+			echo "PostgreSQL could not be installed: its tests will be skipped"; \
+	else \
+		echo "no PostgreSQL server binaries: its tests will be skipped"; \
+	fi
+
 demo: setup
 	$(BIN)/bmc-backup demo
 
@@ -31,7 +43,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup lint
+test: setup postgres lint
 	$(BIN)/pytest
 
 # Dagster's UI on http://127.0.0.1:3000 (loopback only: it has no authentication of its own).

@@ -212,10 +212,19 @@ def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def dagster_pg_url(url: str) -> str:
+    """``url`` with the psycopg2 driver named: dagster-postgres installs psycopg2, and
+    SQLAlchemy 2.1 would otherwise look for psycopg 3 for a plain ``postgresql://``."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg2://" + url[len(plain) :]
+    return url
+
+
 def _service_env(home: Path, opts: SetupOptions) -> str:
     """``service.env`` with the PostgreSQL URL set (other lines someone added are kept)."""
     kept = [ln for ln in _read(home / "service.env").splitlines() if not ln.startswith(PG_ENV)]
-    return "\n".join([*kept, f"{PG_ENV}={opts.postgres_url}"]) + "\n"
+    return "\n".join([*kept, f"{PG_ENV}={dagster_pg_url(str(opts.postgres_url))}"]) + "\n"
 
 
 def _instance_config(opts: SetupOptions) -> str:
