@@ -74,10 +74,12 @@ def test_the_daily_report_reaches_a_real_receiver_and_says_what_is_at_risk(
     settings = mock_settings.model_copy(
         update={"slack_webhook_url": f"http://127.0.0.1:{server.server_port}/hook"}
     )
-    defs = build_definitions(settings)
-    assert defs.resolve_schedule_def("daily_report").cron_schedule == "0 7 * * *"
     try:
+        # built and resolved inside the instance's context, where Dagster looks for its state
+        # storage (outside it, a storage an earlier test's instance left may be found)
         with dg.instance_for_test() as instance:
+            defs = build_definitions(settings)
+            assert defs.resolve_schedule_def("daily_report").cron_schedule == "0 7 * * *"
             result = defs.resolve_job_def("daily_report_job").execute_in_process(instance=instance)
     finally:
         server.shutdown()
