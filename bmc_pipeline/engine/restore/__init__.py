@@ -13,7 +13,6 @@ Where a change goes:
 from bmc_pipeline.engine.restore.chain import collections_at
 from bmc_pipeline.engine.restore.engine import (
     FilesRequest,
-    PointRestoreReport,
     RestoreEngine,
     RestoreOptions,
 )
@@ -25,7 +24,7 @@ from bmc_pipeline.engine.restore.filters import (
     parse_time,
 )
 from bmc_pipeline.engine.restore.legacy import legacy_documents, resolve_source
-from bmc_pipeline.engine.restore.report import RestoreReport
+from bmc_pipeline.engine.restore.report import PointRestoreReport, RestoreReport
 
 __all__ = [
     "QUERY_OPERATORS",

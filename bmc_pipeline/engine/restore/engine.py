@@ -47,7 +47,7 @@ from bmc_pipeline.engine.restore.indexes import (
 )
 from bmc_pipeline.engine.restore.legacy import LegacyFile
 from bmc_pipeline.engine.restore.plan import PlanFiles, RestorePlanner
-from bmc_pipeline.engine.restore.report import RestoreReport
+from bmc_pipeline.engine.restore.report import PointRestoreReport, RestoreReport
 from bmc_pipeline.engine.restore.rollback import CollectionChange, publish_rollback
 from bmc_pipeline.engine.restore.rollback import rollback as rollback_to
 from bmc_pipeline.engine.restore.verify import verify_restore
@@ -107,37 +107,6 @@ class FilesRequest:
     patterns: list[str] = field(default_factory=list)
     point_in_time: datetime | None = None
     dry_run: bool = False
-
-
-@dataclass
-class PointRestoreReport:
-    """A restore of several collections (and the files) at one point, under one rollback point."""
-
-    backup_id: str
-    dry_run: bool
-    collections: dict[str, RestoreReport]
-    files: FilesRestoreReport | None = None
-    rollback_id: str | None = None
-    duration_s: float = 0.0
-
-    @property
-    def verified(self) -> bool:
-        parts = [r.verified for r in self.collections.values()]
-        if self.files is not None:
-            parts.append(self.files.verified)
-        return bool(parts) and all(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "backup_id": self.backup_id,
-            "dry_run": self.dry_run,
-            "rollback_id": self.rollback_id,
-            "verified": self.verified,
-            "collections": {n: r.as_dict() for n, r in self.collections.items()},
-            "files": self.files.as_dict() if self.files else None,
-            "restored": sum(r.restored for r in self.collections.values()),
-            "duration_s": round(self.duration_s, 3),
-        }
 
 
 @dataclass

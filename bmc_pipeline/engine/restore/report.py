@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bmc_pipeline.engine.rawbson import decode_id
+
+if TYPE_CHECKING:
+    from bmc_pipeline.engine.restore.files import FilesRestoreReport
 
 
 @dataclass
@@ -68,3 +71,34 @@ class RestoreReport:
         now = time.monotonic()
         self.phases_s[name] = self.phases_s.get(name, 0.0) + now - since
         return now
+
+
+@dataclass
+class PointRestoreReport:
+    """A restore of several collections (and the files) at one point, under one rollback point."""
+
+    backup_id: str
+    dry_run: bool
+    collections: dict[str, RestoreReport]
+    files: FilesRestoreReport | None = None
+    rollback_id: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        parts = [r.verified for r in self.collections.values()]
+        if self.files is not None:
+            parts.append(self.files.verified)
+        return bool(parts) and all(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backup_id": self.backup_id,
+            "dry_run": self.dry_run,
+            "rollback_id": self.rollback_id,
+            "verified": self.verified,
+            "collections": {n: r.as_dict() for n, r in self.collections.items()},
+            "files": self.files.as_dict() if self.files else None,
+            "restored": sum(r.restored for r in self.collections.values()),
+            "duration_s": round(self.duration_s, 3),
+        }
