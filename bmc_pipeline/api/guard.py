@@ -34,7 +34,13 @@ import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from bmc_pipeline.api.request_record import MAX_PATH_CHARS, RefusalTally, summarize, suspicions
+from bmc_pipeline.api.request_record import (
+    MAX_PATH_CHARS,
+    RefusalTally,
+    cut,
+    summarize,
+    suspicions,
+)
 from bmc_pipeline.api.tokens import TokenStore
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.audit import AuditLog, safe_append
@@ -355,7 +361,7 @@ class ApiGuard:
             self.audit,
             actor=str(state.get("actor", "anonymous")),
             via="api",
-            action=f"{scope['method']} {_cut_path(scope['path'])}",
+            action=f"{scope['method']} {cut(scope['path'], MAX_PATH_CHARS)}",
             params=summarize(raw, query, body, keep_body=bool(state.get("admin"))),
             outcome="ok" if 0 < status < 400 else ("refused" if status < 500 else "error"),
             detail=detail,
@@ -372,10 +378,6 @@ class _BodyTimeout(Exception):
 
 def _client(scope: Scope) -> str:
     return str((scope.get("client") or ("unknown", 0))[0])
-
-
-def _cut_path(path: str) -> str:
-    return path if len(path) <= MAX_PATH_CHARS else path[:MAX_PATH_CHARS] + "..."
 
 
 def _retry(seconds: int) -> list[tuple[bytes, bytes]]:

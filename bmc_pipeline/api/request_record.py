@@ -32,16 +32,17 @@ _INJECTION = re.compile(rb"\$(where|function|accumulator|expr|eval)\b", re.I)
 _TRAVERSAL = re.compile(r"(^|/)\.\.(/|$)|%2e%2e|%2f|%5c|\\|//", re.I)
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters (and an ellipsis) when it is longer."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 def summarize(raw_path: str, query: bytes, body: bytes, *, keep_body: bool) -> dict[str, Any]:
     """The ``params`` of a request's audit line: bounded whatever the request held."""
     pairs = parse_qsl(query.decode("latin-1"))
-    params: dict[str, Any] = {"path": _cut(raw_path, MAX_PATH_CHARS)}
+    params: dict[str, Any] = {"path": cut(raw_path, MAX_PATH_CHARS)}
     if pairs:
-        params["query_names"] = [_cut(k, MAX_KEY_CHARS) for k, _ in pairs[:FIRST_KEYS]]
+        params["query_names"] = [cut(k, MAX_KEY_CHARS) for k, _ in pairs[:FIRST_KEYS]]
         params["query_count"] = len(pairs)
     if not body:
         return params
@@ -54,7 +55,7 @@ def summarize(raw_path: str, query: bytes, body: bytes, *, keep_body: bool) -> d
         return params
     if isinstance(parsed, dict):
         summary["fields"] = len(parsed)
-        summary["first_fields"] = [_cut(str(k), MAX_KEY_CHARS) for k in list(parsed)[:FIRST_KEYS]]
+        summary["first_fields"] = [cut(str(k), MAX_KEY_CHARS) for k in list(parsed)[:FIRST_KEYS]]
     elif isinstance(parsed, list):
         summary["items"] = len(parsed)
     params["body"] = summary
@@ -128,7 +129,7 @@ class RefusalTally:
             tally = self._tallies.setdefault(address, _Tally(since=time.monotonic()))
             tally.count += 1
             if path in tally.paths or len(tally.paths) < FIRST_KEYS:
-                key = _cut(path, MAX_PATH_CHARS)
+                key = cut(path, MAX_PATH_CHARS)
                 tally.paths[key] = tally.paths.get(key, 0) + 1
             tally.suspicious.update(suspicious)
 

@@ -13,7 +13,6 @@ Each quarantine is ``<backup_dir>/quarantine/<id>.bson.zst.enc`` where ``<id>`` 
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Iterator
@@ -140,8 +139,13 @@ def read_quarantine(
 
 def extended_json_line(reason: str, document: dict[str, Any]) -> str:
     """One record as a line of canonical Extended JSON (types kept: ObjectId, dates)."""
-    doc = json.loads(json_util.dumps(document, json_options=json_util.CANONICAL_JSON_OPTIONS))
-    return json.dumps({"reason": reason, "document": doc}, ensure_ascii=False)
+    return str(
+        json_util.dumps(
+            {"reason": reason, "document": document},
+            json_options=json_util.CANONICAL_JSON_OPTIONS,
+            ensure_ascii=False,
+        )
+    )
 
 
 def export_quarantine(

@@ -97,9 +97,9 @@ class RemoteStore:
     def _remote(self, store: BackupStore, local: Path) -> str:
         return f"{self.root}/{local.relative_to(store.root).as_posix()}"
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -160,10 +160,8 @@ class RemoteStore:
         self._call("creating a directory", self.fs.makedirs, parent, True)
         via_temporary = via_temporary and not self.object_store
         target = f"{parent}/.{path.name}.{secrets.token_hex(4)}.part" if via_temporary else dest
-        try:
-            self.fs.put_file(str(path), target, **self._lock_arguments())
-        except OSError as exc:
-            raise RemoteError(f"uploading {path.name} at {self.url} failed: {exc}") from exc
+        lock = self._lock_arguments()
+        self._call(f"uploading {path.name}", self.fs.put_file, str(path), target, **lock)
         if via_temporary:
             self._call(f"publishing {path.name}", self.fs.mv, target, dest)
         remote_size = self._call(f"checking {path.name}", self.fs.size, dest)

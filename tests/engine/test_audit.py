@@ -121,22 +121,28 @@ def test_appends_after_tampering_do_not_heal_it(tmp_path: Path, keyring: KeyRing
     assert log.verify().line == 2
 
 
-def _writer(path: str, key: bytes, who: str) -> None:
-    log = AuditLog(Path(path), KeyRing([Key(key)]))
+def _writer(path: str, key: bytes, who: str, rotate_bytes: int | None) -> None:
+    log = AuditLog(Path(path), KeyRing([Key(key)]), rotate_bytes=rotate_bytes)
     for i in range(150):
         log.append(actor=who, via="cli", action=f"op {i}")
 
 
-def test_concurrent_writers_produce_one_chain(tmp_path: Path, key: Key) -> None:
+@pytest.mark.parametrize("rotate_bytes", [None, 8192], ids=["one file", "rotating"])
+def test_concurrent_writers_produce_one_chain(
+    tmp_path: Path, key: Key, rotate_bytes: int | None
+) -> None:
+    """Three processes appending at once, also while they rotate the file under each other."""
     path = str(tmp_path / "audit.log")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer, args=(path, key.material, f"w{i}")) for i in range(3)]
+    args = [(path, key.material, f"w{i}", rotate_bytes) for i in range(3)]
+    procs = [ctx.Process(target=_writer, args=a) for a in args]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
     r = AuditLog(Path(path), KeyRing([key])).verify()
-    assert r.ok and r.lines == 450 and r.macs_verified == 450
+    assert r.ok and r.lines == 450 and r.macs_verified == 450, r.message
+    assert (r.files > 3) if rotate_bytes else r.files == 1
 
 
 def test_parameters_are_scrubbed_of_secrets() -> None:

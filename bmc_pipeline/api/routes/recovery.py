@@ -151,7 +151,8 @@ def rollback_endpoint(
 @router.get(
     "/runs/{run_id}",
     response_model=RunStatus,
-    summary="a restore or rollback started with 'Prefer: respond-async': status, progress, result",
+    summary="a restore or rollback started with 'Prefer: respond-async': status, elapsed time, "
+    "result",
     responses=problem_responses(404),
 )
 def run_endpoint(
