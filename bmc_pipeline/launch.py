@@ -20,6 +20,8 @@ from bmc_pipeline.engine.errors import BmcError, RunFailedError, UnknownCollecti
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 from bmc_pipeline.jobs.history import dagster_home
 from bmc_pipeline.jobs.maintenance import HEALTH_JOB
+from bmc_pipeline.progress import Log, shown_on
+from bmc_pipeline.run_origin import REPOSITORY_LABEL, REPOSITORY_LABEL_TAG, runs_with_origin
 
 
 def current_partition(settings: Settings, backup_type: str) -> str:
@@ -48,6 +50,18 @@ def _without_class(cls_name: str, message: str) -> str:
     return rest if sep and cls_name and head.split(".")[-1] == cls_name else message
 
 
+def _failure_report(result: dg.ExecuteInProcessResult) -> dict[str, Any] | None:
+    """The report a step attached to its ``dg.Failure`` (a restore that wrote but did not verify
+    fails its run, so it alerts, yet its caller still prints what was written)."""
+    for ev in result.all_events:
+        data = ev.step_failure_data if ev.is_step_failure else None
+        if data is not None and data.user_failure_data is not None:
+            value = data.user_failure_data.metadata.get("report")
+            if isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict):
+                return value.data
+    return None
+
+
 def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
     """Raise the engine error a failed run's step raised, so callers can tell kinds apart.
 
@@ -60,15 +74,9 @@ def _raise_run_failure(what: str, result: dg.ExecuteInProcessResult) -> None:
     cls_name, _ = errors[0]
     cls = RunFailedError if cls_name == "Failure" else error_class(cls_name)
     text = "; ".join(_without_class(c, m) for c, m in errors)
-    raise cls(f"{what} failed (run {result.run_id}): {text}")
-
-
-# The code location's name in workspace.yaml, and the repository name Dagster gives a
-# Definitions object. A run tagged with both is listed under its job in the UI (the job's Runs
-# tab filters on this tag), like a run the UI launched itself.
-CODE_LOCATION = "bmc_pipeline"
-REPOSITORY_LABEL_TAG = ".dagster/repository"
-REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION}"
+    exc = cls(f"{what} failed (run {result.run_id}): {text}")
+    exc.run_id, exc.report = result.run_id, _failure_report(result)
+    raise exc
 
 
 def _execute(
@@ -78,6 +86,7 @@ def _execute(
     *,
     launched_by: str,
     run_config: dict[str, Any] | None = None,
+    echo: Log | None = None,
     **options: Any,
 ) -> dg.ExecuteInProcessResult:
     """Run a job in this process against the local instance; a failed run raises its error.
@@ -85,11 +94,16 @@ def _execute(
     The run's whole log is kept in the Dagster instance either way. On the command line the
     console shows none of it: the command prints the step's error itself, in one line with the
     run id, where Dagster's console logger would print its stack trace first. Elsewhere (the API's
-    server log) warnings and errors are shown.
+    server log) warnings and errors are shown. ``echo`` is where the steps' progress lines also go
+    (the command's ``... message`` lines on stderr), see :func:`progress.run_log`.
     """
     dagster_home(settings)
     console = "CRITICAL" if launched_by.startswith("cli") else "WARNING"
-    with dg.DagsterInstance.get() as instance:
+    with (
+        dg.DagsterInstance.get() as instance,
+        shown_on(echo),
+        runs_with_origin(instance, job_name),
+    ):
         # built inside the instance's context, which is where Dagster looks for its state storage
         job = build_definitions(settings).resolve_job_def(job_name)
         result = job.execute_in_process(
@@ -113,6 +127,7 @@ class OpRun:
 
     output: dict[str, Any]
     run_id: str
+    succeeded: bool = True
 
 
 def run_op_job(
@@ -123,19 +138,29 @@ def run_op_job(
     *,
     launched_by: str,
     run_id: str | None = None,
+    echo: Log | None = None,
+    failed_report: bool = False,
 ) -> OpRun:
     """Run a one-op job (restore, rollback, scan) in this process; a failed run raises.
 
-    ``run_id`` names the run in advance (a run answered with 202 before it ends).
+    ``run_id`` names the run in advance (a run answered with 202 before it ends). With
+    ``failed_report``, a run that failed with a report attached (a restore that wrote but did not
+    verify) returns it, marked not succeeded, instead of raising: the command prints it.
     """
-    result = _execute(
-        settings,
-        job_name,
-        job_name.replace("_job", ""),
-        launched_by=launched_by,
-        run_config={"ops": {op_name: {"config": op_config}}},
-        **({"run_id": run_id} if run_id else {}),
-    )
+    try:
+        result = _execute(
+            settings,
+            job_name,
+            job_name.replace("_job", ""),
+            launched_by=launched_by,
+            run_config={"ops": {op_name: {"config": op_config}}},
+            echo=echo,
+            **({"run_id": run_id} if run_id else {}),
+        )
+    except RunFailedError as exc:
+        if failed_report and exc.report is not None and exc.run_id is not None:
+            return OpRun(exc.report, exc.run_id, succeeded=False)
+        raise
     output = result.output_for_node(op_name)
     assert isinstance(output, dict)
     return OpRun(output, result.run_id)

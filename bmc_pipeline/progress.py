@@ -4,8 +4,43 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
+
+Log = Callable[[str], None]
+
+# Where a run executing in this process also shows its progress: the terminal of the command
+# that launched it (None for the UI's, the schedules' and the API's runs: the run log is theirs).
+_TERMINAL: ContextVar[Log | None] = ContextVar("bmc_terminal", default=None)
+
+
+@contextmanager
+def shown_on(echo: Log | None) -> Iterator[None]:
+    """While the ``with`` body runs a Dagster run in this thread, :func:`run_log` also echoes."""
+    token = _TERMINAL.set(echo)
+    try:
+        yield
+    finally:
+        _TERMINAL.reset(token)
+
+
+def run_log(log: Log) -> Log:
+    """A run's log (``context.log.info``) that also reaches the launching terminal, if any.
+
+    The command line runs its restores and scans as in-process Dagster runs (so they are in the
+    run history); their progress lines still appear where the person typed the command.
+    """
+    echo = _TERMINAL.get()
+    if echo is None:
+        return log
+
+    def both(msg: str) -> None:
+        log(msg)
+        echo(msg)
+
+    return both
 
 
 class ProgressBar:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as json_lib
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,24 +18,30 @@ from bmc_pipeline.cli.options import (
     strategy_option,
 )
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.audit import current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK, BmcError
-from bmc_pipeline.engine.restore import (
-    RestoreEngine,
-    RestoreFilters,
-    RestoreOptions,
-    resolve_source,
-)
-from bmc_pipeline.engine.scanner import recoverable_documents, scan_settings, write_reports
+from bmc_pipeline.engine.restore import RestoreFilters
 from bmc_pipeline.engine.vocabulary import Source, Strategy, choices
-from bmc_pipeline.progress import ProgressBar
+from bmc_pipeline.launch import OpRun, run_op_job
 
 commands = Commands()
 
 
-def restore_engine(settings: Settings, *, quiet: bool) -> RestoreEngine:
-    d = Deployment(settings)
-    return RestoreEngine(settings, d.database(), d.store(), d.keyring(), log=say(quiet))
+def run_job(settings: Settings, job: str, config: dict[str, Any], *, quiet: bool) -> OpRun:
+    """The command's work as a Dagster run in this process (so it is in the run history, under
+    its job, and a failure alerts), its progress lines on stderr as before; a run that wrote but
+    did not verify returns its report (the command prints it and exits 8)."""
+    return run_op_job(
+        settings, job, job.replace("_job", "_op"), config, launched_by=f"cli:{current_user()}",
+        echo=say(quiet), failed_report=True,
+    )  # fmt: skip
+
+
+def run_restoring(settings: Settings, job: str, config: dict[str, Any], *, quiet: bool) -> OpRun:
+    """:func:`run_job` for work that writes: no key, no run (said plainly, before it starts)."""
+    Deployment(settings).keyring()
+    return run_job(settings, job, config, quiet=quiet)
 
 
 def print_restore_report(report: dict[str, Any], *, as_json: bool, undo: bool = True) -> None:
@@ -149,43 +156,31 @@ def restore(
     require_ids: bool,
     json: bool,
 ) -> int:
-    filters = RestoreFilters.from_dict(
-        {
-            "date_from": date_from,
-            "date_to": date_to,
-            "session_ids": list(session_id),
-            "point_in_time": point_in_time,
-            "drop_deleted": drop,
-            "query": query,
-        }
-    )
-    engine = restore_engine(settings, quiet=json)
+    given = {
+        "date_from": date_from,
+        "date_to": date_to,
+        "session_ids": list(session_id),
+        "point_in_time": point_in_time,
+        "drop_deleted": drop,
+        "query": query,
+    }
+    RestoreFilters.from_dict(given)  # a bad date or query is refused here, before a run
     chosen = Strategy(strategy) if strategy else settings.restore.default_strategy
     if target_collection and len(collection) != 1:
         raise BmcError("--target-collection needs exactly one --collection")
+    config: dict[str, Any] = {
+        **{k: v for k, v in given.items() if v is not None},
+        "backup_id": backup_id, "strategy": chosen.value, "dry_run": dry_run,
+        "fail_fast": fail_fast, "indexes": not no_indexes, "auto_rollback": not no_auto_rollback,
+        "require_ids": require_ids,
+    }  # fmt: skip
     if len(collection) == 1 and not files:  # one collection: the report as it always was
-        source_id, legacy = resolve_source(
-            engine.store, backup_id, collection[0], require_ids=require_ids
-        )
-        report = engine.run(
-            RestoreOptions(
-                backup_id=source_id, collection=collection[0], target_collection=target_collection,
-                strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
-                legacy_documents=legacy, indexes=not no_indexes,
-                auto_rollback=not no_auto_rollback,
-            )
-        ).as_dict()  # fmt: skip
+        config.update(collection=collection[0], target_collection=target_collection)
+        report = run_restoring(settings, "restore_job", config, quiet=json).output
         print_restore_report(report, as_json=json)
         return restore_exit(report)
-    source_id, legacy = resolve_source(engine.store, backup_id, "conversations")
-    if legacy is not None:
-        raise BmcError(f"{backup_id} is a JSON file: name its collection with --collection")
-    result = engine.restore_point(
-        source_id, list(collection), files_to=settings.files_root if files else None,
-        strategy=chosen, filters=filters, dry_run=dry_run, fail_fast=fail_fast,
-        indexes=not no_indexes, auto_rollback=not no_auto_rollback,
-    )  # fmt: skip
-    whole = result.as_dict()
+    config.update(collections=list(collection), files=files)
+    whole = run_restoring(settings, "restore_job", config, quiet=json).output
     if json:
         print_json(whole)
     else:
@@ -226,9 +221,9 @@ def restore_files(
     dry_run: bool,
     json: bool,
 ) -> int:
-    engine = restore_engine(settings, quiet=json)
-    target = Path(to) if to else settings.files_root
-    report = engine.restore_files(backup_id, target, list(path), dry_run=dry_run).as_dict()
+    config = {"backup_id": backup_id, "files": True, "file_paths": list(path), "dry_run": dry_run,
+              "files_target": str(Path(to).absolute()) if to else None}  # fmt: skip
+    report = run_restoring(settings, "restore_job", config, quiet=json).output["files"]
     if json:
         print_json(report)
     else:
@@ -245,7 +240,8 @@ def restore_files(
 )
 @json_option
 def rollback(settings: Settings, rollback_id: str, force: bool, json: bool) -> int:
-    result = restore_engine(settings, quiet=json).rollback(rollback_id, force=force)
+    config = {"rollback_id": rollback_id, "force": force}
+    result = run_restoring(settings, "rollback_job", config, quiet=json).output
     if json:
         print_json(result)
     else:
@@ -271,25 +267,18 @@ def scan(
     output_dir: str | None,
     json: bool,
 ) -> int:
-    d = Deployment(settings)
-    report = scan_settings(
-        settings,
-        source=source,
-        collection=collection,
-        root=Path(root) if root else None,
-        db=d.database() if source != Source.filesystem else None,
-        keyring=d.keyring_if_any(),
-        log=say(json),
-        progress=None if json else ProgressBar("reading files"),
-    )
-    out_dir = Path(output_dir) if output_dir else settings.path(settings.scanner.output_dir)
-    json_path, md_path = write_reports(report, out_dir)
+    config = {"source": source, "collection": collection,
+              "root": str(Path(root).absolute()) if root else None,
+              "output_dir": str(Path(output_dir).absolute()) if output_dir else None}  # fmt: skip
+    summary = run_job(settings, "scan_job", config, quiet=json).output
+    json_path, md_path = (Path(p) for p in summary["report_files"])
+    report = json_lib.loads(json_path.read_text(encoding="utf-8"))  # what the run wrote
     if json:
-        print_json({**report.as_dict(), "report_files": [str(json_path), str(md_path)]})
+        print_json({**report, "report_files": [str(json_path), str(md_path)]})
         return EXIT_OK
-    for k, v in report.summary.items():
+    for k, v in report["summary"].items():
         print(f"{k.replace('_', ' '):>26}: {v}")
-    for r in report.recommendations:
+    for r in report["recommendations"]:
         print(f"- {r}")
     print(f"reports: {json_path} and {md_path}")
     return EXIT_OK
@@ -309,20 +298,11 @@ def recover(
     dry_run: bool,
     json: bool,
 ) -> int:
-    report_path = Path(from_scan)
-    engine = restore_engine(settings, quiet=json)
-    missing: list[str] = []
-    result = engine.restore(
-        f"file:{report_path.name}",
-        "conversations",
-        target_collection=target_collection,
-        strategy=strategy or settings.restore.default_strategy,
-        dry_run=dry_run,
-        legacy_documents=recoverable_documents(
-            report_path, Deployment(settings).keyring_if_any(), missing
-        ),
-    ).as_dict()
-    result["not_found"] = missing
+    config = {"from_scan": str(Path(from_scan).absolute()), "target_collection": target_collection,
+              "strategy": strategy or settings.restore.default_strategy.value,
+              "dry_run": dry_run}  # fmt: skip
+    result = run_restoring(settings, "restore_job", config, quiet=json).output
+    missing: list[str] = result["not_found"]
     print_restore_report(result, as_json=json)
     if missing and not json:
         print(

@@ -9,12 +9,17 @@ a failed Dagster run back into an error all read them from here.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BmcError(Exception):
     """Base of all errors the engine raises on purpose."""
 
     exit_code = 1
     http_status = 400
+    # set when the error ended a Dagster run: the run, and a report its step attached
+    run_id: str | None = None
+    report: dict[str, Any] | None = None
 
 
 class ConfigError(BmcError):
@@ -83,9 +88,15 @@ class RunFailedError(BmcError):
 
 
 class PartialRestoreError(RunFailedError):
-    """A restore stopped while writing; the message says whether it was rolled back."""
+    """A restore stopped while writing; the message says whether it was rolled back.
 
-    def __init__(self, message: str, *, rollback_id: str | None, rolled_back: bool) -> None:
+    Rebuilt from a failed run's text (which is all that crosses the run's boundary), the two
+    attributes are None: unknown, and the message says them.
+    """
+
+    def __init__(
+        self, message: str, *, rollback_id: str | None = None, rolled_back: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.rollback_id = rollback_id
         self.rolled_back = rolled_back

@@ -6,19 +6,24 @@ one at a time with a tag concurrency limit (docs/RESTORE.md).
 """
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.restore import (
     FilesRequest,
     RestoreEngine,
     RestoreFilters,
     RestoreOptions,
+    resolve_source,
 )
+from bmc_pipeline.engine.scanner import recoverable_documents
 from bmc_pipeline.engine.vocabulary import Strategy
+from bmc_pipeline.progress import run_log
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
 
@@ -82,6 +87,25 @@ class RestoreConfig(dg.Config):
         default=True,
         description="if a write fails half-way, roll back at once (false: keep what was written)",
     )
+    files_target: str | None = Field(
+        default=None,
+        description="with 'files': the directory to restore the files into (default: files.root)",
+    )
+    file_paths: list[str] = Field(
+        default_factory=list,
+        description="with 'files' alone: only files matching these globs (empty: every file)",
+    )
+    require_ids: bool = Field(
+        default=False,
+        description="when backup_id is a JSON file: refuse its documents without _id instead of "
+        "giving them an id derived from their content",
+    )
+    from_scan: str | None = Field(
+        default=None,
+        description="recover: a recovery_report_*.json the scanner wrote; its missing "
+        "conversations are written into target_collection (default conversations); backup_id, "
+        "filters and 'collections' are not used",
+    )
 
     @field_validator("date_from", "date_to", "point_in_time")
     @classmethod
@@ -135,21 +159,56 @@ def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
     )
 
 
-def _restore_point(
-    config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters
-) -> dict[str, Any]:
+def _restore_point(config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters) -> Any:
     """Several collections and/or the files at one point: one report, one rollback point."""
+    backup_id, legacy = resolve_source(engine.store, config.backup_id, "conversations")
+    if legacy is not None:
+        raise BmcError(
+            f"{config.backup_id} is a JSON file: name its collection "
+            "(--collection on the command line, 'collection' in the Launchpad)"
+        )
+    files_to = Path(config.files_target) if config.files_target else engine.settings.files_root
     if config.collections is None:  # only the files
         request = FilesRequest(
-            config.backup_id, engine.settings.files_root, [], filters.point_in_time, config.dry_run
+            backup_id, files_to, config.file_paths, filters.point_in_time, config.dry_run
         )
-        return engine.run_point([], request).as_dict()
+        return engine.run_point([], request)
     return engine.restore_point(
-        config.backup_id, config.collections,
-        files_to=engine.settings.files_root if config.files else None,
+        backup_id, config.collections, files_to=files_to if config.files else None,
         strategy=config.strategy, filters=filters, dry_run=config.dry_run,
         fail_fast=config.fail_fast, indexes=config.indexes, auto_rollback=config.auto_rollback,
-    ).as_dict()  # fmt: skip
+    )  # fmt: skip
+
+
+def _restore_one(config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters) -> Any:
+    """One collection, from a backup chain or a JSON file (``backup_id`` names either)."""
+    backup_id, legacy = resolve_source(
+        engine.store, config.backup_id, config.collection, require_ids=config.require_ids
+    )
+    return engine.run(
+        RestoreOptions(
+            backup_id=backup_id, collection=config.collection,
+            target_collection=config.target_collection, strategy=config.strategy,
+            filters=filters, dry_run=config.dry_run, fail_fast=config.fail_fast,
+            legacy_documents=legacy, indexes=config.indexes, auto_rollback=config.auto_rollback,
+        )
+    )  # fmt: skip
+
+
+def _recover(config: RestoreConfig, engine: RestoreEngine) -> dict[str, Any]:
+    """The conversations a scan report found missing, written into the target collection."""
+    report_path = Path(config.from_scan or "")
+    missing: list[str] = []
+    report = engine.restore(
+        f"file:{report_path.name}",
+        "conversations",
+        target_collection=config.target_collection,
+        strategy=config.strategy,
+        dry_run=config.dry_run,
+        legacy_documents=recoverable_documents(report_path, engine.keyring, missing),
+    ).as_dict()
+    report["not_found"] = missing  # filled as the documents were read
+    return report
 
 
 def _metadata(report: dict[str, Any], whole: bool) -> dict[str, Any]:
@@ -186,7 +245,7 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
             mongo.database_handle(),
             storage.store(),
             encryption.keyring(),
-            log=context.log.info,
+            log=run_log(context.log.info),
         )
 
     @dg.op(tags=RESTORE_TAGS)
@@ -206,22 +265,12 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
         with audited_run(
             context, settings, engine.keyring, "restore", config.model_dump(mode="json")
         ) as info:
-            if config.whole:
-                report = _restore_point(config, engine, filters)
+            if config.from_scan:
+                report = _recover(config, engine)
+            elif config.whole:
+                report = _restore_point(config, engine, filters).as_dict()
             else:
-                report = engine.run(
-                    RestoreOptions(
-                        backup_id=config.backup_id,
-                        collection=config.collection,
-                        target_collection=config.target_collection,
-                        strategy=config.strategy,
-                        filters=filters,
-                        dry_run=config.dry_run,
-                        fail_fast=config.fail_fast,
-                        indexes=config.indexes,
-                        auto_rollback=config.auto_rollback,
-                    )
-                ).as_dict()
+                report = _restore_one(config, engine, filters).as_dict()
             info["extra"] = {
                 "backup_id": report["backup_id"],
                 "restored": report["restored"],
@@ -232,14 +281,18 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
                 info["outcome"] = "unverified"
         parts = report["collections"].values() if config.whole else [report]
         for one in parts:
-            context.log_event(_observe(one, one["collection"]))
+            if not one["backup_id"].startswith("file:"):  # a JSON file is no backup asset
+                context.log_event(_observe(one, one["collection"]))
         if not config.dry_run and not report["verified"]:
             said = [v for one in parts for v in one["verification"]]
             if config.whole and report["files"]:
                 said += report["files"]["verification"]
             raise dg.Failure(
                 description=f"restore not verified: {'; '.join(said)}",
-                metadata={"rollback_id": report["rollback_id"] or ""},
+                metadata={
+                    "rollback_id": report["rollback_id"] or "",
+                    "report": dg.MetadataValue.json(report),
+                },
             )
         return dg.Output(report, metadata=_metadata(report, config.whole))
 
@@ -265,7 +318,10 @@ def build_restore_jobs(settings: Settings) -> list[dg.JobDefinition]:
             result = engine.rollback(config.rollback_id, force=config.force)
             info["outcome"] = "ok" if result["verified"] else "unverified"
         if not result["verified"]:
-            raise dg.Failure(description=f"rollback not verified: {result['verification']}")
+            raise dg.Failure(
+                description=f"rollback not verified: {result['verification']}",
+                metadata={"report": dg.MetadataValue.json(result)},
+            )
         return dg.Output(result, metadata={"report": dg.MetadataValue.json(result)})
 
     @dg.job(

@@ -9,7 +9,7 @@ from pydantic import Field
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
 from bmc_pipeline.engine.vocabulary import Source
-from bmc_pipeline.progress import ProgressBar
+from bmc_pipeline.progress import ProgressBar, run_log
 from bmc_pipeline.resources import EncryptionResource, MongoResource
 from bmc_pipeline.run_audit import audited_run
 
@@ -30,7 +30,8 @@ def build_scan_job(settings: Settings) -> dg.JobDefinition:
         encryption: EncryptionResource,
     ) -> dg.Output[dict[str, Any]]:
         sc = settings.scanner
-        keyring = encryption.keyring()
+        keyring = encryption.keyring_if_any()  # a scan reads plaintext exports without one
+        log = run_log(context.log.info)
         with audited_run(
             context, settings, keyring, "scan", config.model_dump(mode="json")
         ) as info:
@@ -41,14 +42,15 @@ def build_scan_job(settings: Settings) -> dg.JobDefinition:
                 root=Path(config.root) if config.root else None,
                 db=mongo.database_handle() if config.source != Source.filesystem else None,
                 keyring=keyring,
-                log=context.log.info,
-                progress=ProgressBar("read files:", emit=context.log.info),
+                log=log,
+                progress=ProgressBar("read files:", emit=log),
             )
             info["extra"] = {"summary": report.summary}
         out = Path(config.output_dir) if config.output_dir else settings.path(sc.output_dir)
         json_path, md_path = write_reports(report, out)
         return dg.Output(
-            report.summary,
+            # the summary, and where the whole report is (the command line prints it from there)
+            {**report.summary, "report_files": [str(json_path), str(md_path)]},
             metadata={
                 **{k: v for k, v in report.summary.items() if isinstance(v, int)},
                 "report_json": dg.MetadataValue.path(str(json_path)),

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.crypto import KeyRing, load_keyring
+from bmc_pipeline.engine.errors import KeyConfigError
 from bmc_pipeline.engine.mongo import connect, split_password
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupStore
@@ -56,6 +57,13 @@ class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def keyring(self) -> KeyRing:
         return load_keyring(self.key, self.key_file)
+
+    def keyring_if_any(self) -> KeyRing | None:
+        """The key ring, or None where none is configured (a scan of plaintext files)."""
+        try:
+            return self.keyring()
+        except KeyConfigError:
+            return None
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -79,6 +79,22 @@ class RestoreFilters:
             query=d.get("query"),
         )
 
+    def as_config(self) -> dict[str, Any]:
+        """These filters as ``restore_job``'s config fields (plain text: ISO times, the query as
+        Extended JSON), which :meth:`from_dict` reads back to equal filters."""
+
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t is not None else None
+
+        return {
+            "date_from": iso(self.date_from),
+            "date_to": iso(self.date_to),
+            "session_ids": self.session_ids or [],
+            "point_in_time": iso(self.point_in_time),
+            "drop_deleted": self.drop_deleted,
+            "query": None if self.query is None else json_util.dumps(self.query),
+        }
+
     def accepts(self, raw: bytes, timestamp_field: str | None) -> bool:
         """Whether a backed-up document (raw BSON) passes these filters."""
         if not self.selective:
