@@ -166,6 +166,23 @@ def run_op_job(
     return OpRun(output, result.run_id)
 
 
+def run_report_asset(
+    settings: Settings, job_name: str, what: str, *, launched_by: str, echo: Log | None = None
+) -> OpRun:
+    """Materialize a job's one asset whose metadata holds a ``report`` (the drill); a run that
+    failed with its report attached returns it, marked not succeeded."""
+    try:
+        result = _execute(settings, job_name, what, launched_by=launched_by, echo=echo)
+    except RunFailedError as exc:
+        if exc.report is not None and exc.run_id is not None:
+            return OpRun(exc.report, exc.run_id, succeeded=False)
+        raise
+    (event,) = result.get_asset_materialization_events()
+    report = event.materialization.metadata["report"]
+    assert isinstance(report, dg.JsonMetadataValue) and isinstance(report.data, dict)
+    return OpRun(report.data, result.run_id)
+
+
 def run_backup(
     settings: Settings,
     backup_type: str,

@@ -8,6 +8,7 @@ from bmc_pipeline.assets.backups import OWNERS
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.drill import run_drill
+from bmc_pipeline.progress import run_log
 from bmc_pipeline.resources import EncryptionResource, MongoResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
 from bmc_pipeline.run_kinds import OPERATION_TAG, tag_run
@@ -40,7 +41,7 @@ def build_drill_asset(settings: Settings) -> dg.AssetsDefinition:
         with audited_run(context, settings, keyring, "drill", {}) as info:
             report = run_drill(
                 settings, mongo.client(), storage.store(), keyring,
-                notifier=Deployment(settings).notifier(), log=context.log.info,
+                notifier=Deployment(settings).notifier(), log=run_log(context.log.info),
             )  # fmt: skip
             info["extra"] = {"ok": report.ok, "rto_s": report.rto_s}
             if not report.ok:

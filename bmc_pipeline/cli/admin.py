@@ -14,16 +14,19 @@ from bmc_pipeline.cli.options import (
     dry_run_option,
     json_option,
     print_json,
+    run_job,
     say,
 )
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.audit import current_user
 from bmc_pipeline.engine.crypto import new_key_text, write_key_file
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_CHECKS_FAILED, EXIT_NOT_VERIFIED, EXIT_OK
 from bmc_pipeline.engine.health import health_markdown
-from bmc_pipeline.engine.retention import RetentionPolicy, rotate
 from bmc_pipeline.engine.watchdog import problems, prometheus
 from bmc_pipeline.jobs.history import health_now
+from bmc_pipeline.jobs.maintenance import DRILL_JOB
+from bmc_pipeline.launch import run_report_asset
 
 commands = Commands()
 
@@ -70,31 +73,24 @@ def seed(settings: Settings, conversations: int, seed: int, no_files: bool, json
 @dry_run_option
 @json_option
 def rotate_backups(settings: Settings, dry_run: bool, json: bool) -> int:
-    r = settings.retention
-    d = Deployment(settings)
-    result = rotate(
-        d.store(),
-        d.keyring(),
-        RetentionPolicy(daily=r.daily, weekly=r.weekly, monthly=r.monthly),
-        dry_run=dry_run,
-        grace_s=r.blob_grace_hours * 3600,
-        log=say(json),
-        remote=d.remote(),
-    )
+    config = {"action": "rotate", "dry_run": dry_run}
+    result = run_job(settings, "storage_job", config, quiet=json).output
+    decisions = result.pop("decisions")
     if json:
-        print_json(result.as_dict())
+        print_json(result)
         return EXIT_OK
-    for dec in result.decisions:
-        what = "keep  " if dec.keep else ("WOULD DELETE" if dry_run else "deleted")
-        print(f"{what} {dec.backup_id}  {'; '.join(dec.reasons)}")
-    for u in result.unreadable:
+    for dec in decisions:
+        what = "keep  " if dec["keep"] else ("WOULD DELETE" if dry_run else "deleted")
+        print(f"{what} {dec['backup_id']}  {'; '.join(dec['reasons'])}")
+    for u in result["unreadable_kept"]:
         print(f"keep   {u} (manifest unreadable: never deleted)")
-    for p in result.stray:
+    for p in result["stray_left_alone"]:
         print(f"left   {p} (not a blob: a link, a directory or a foreign file; remove it by hand)")
     verb = "would free" if dry_run else "freed"
     print(
-        f"{len(result.deleted)} backup(s) {'would be ' if dry_run else ''}deleted; "
-        f"{result.blobs_deleted} unreferenced file blob(s), {verb} {result.blob_bytes_freed} bytes"
+        f"{len(result['deleted'])} backup(s) {'would be ' if dry_run else ''}deleted; "
+        f"{result['blobs_deleted']} unreferenced file blob(s), {verb} "
+        f"{result['blob_bytes_freed']} bytes"
     )
     return EXIT_OK
 
@@ -168,29 +164,27 @@ def demo(settings: Settings, conversations: int) -> int:
 @commands("drill", help="restore everything into a scratch database now and verify it")
 @json_option
 def drill(settings: Settings, json: bool) -> int:
-    from bmc_pipeline.engine.drill import run_drill
-
-    d = Deployment(settings)
-    db = d.database()
-    report = run_drill(
-        settings, db.client, d.store(), d.keyring(), notifier=d.notifier(), log=say(json)
-    )
+    Deployment(settings).keyring()  # no key, no drill: said before a run starts
+    report = run_report_asset(
+        settings, DRILL_JOB, "restore drill", launched_by=f"cli:{current_user()}", echo=say(json)
+    ).output
     if json:
-        print_json(report.as_dict())
-        return EXIT_OK if report.ok else EXIT_NOT_VERIFIED
-    print(f"drill into {report.scratch_database}: {'passed' if report.ok else 'FAILED'}")
-    for name, c in report.collections.items():
-        mark = "ok  " if c.verified else "FAIL"
-        print(f"  {mark} {name:>14}: {c.documents} documents in {c.seconds} s ({c.docs_per_s} docs/s)"
-              f" from {c.backup_id}")  # fmt: skip
-        for p in c.problems:
+        print_json(report)
+        return EXIT_OK if report["ok"] else EXIT_NOT_VERIFIED
+    print(f"drill into {report['scratch_database']}: {'passed' if report['ok'] else 'FAILED'}")
+    for name, c in report["collections"].items():
+        mark = "ok  " if c["verified"] else "FAIL"
+        print(f"  {mark} {name:>14}: {c['documents']} documents in {c['seconds']} s "
+              f"({c['docs_per_s']} docs/s) from {c['backup_id']}")  # fmt: skip
+        for p in c["problems"]:
             print(f"       {p}")
-    if report.files_verified is not None:
-        print(f"  {'ok  ' if report.files_verified else 'FAIL'} {'files':>14}: {report.files}")
-    if report.error:
-        print(f"  error: {report.error}")
-    print(f"  restore time (RTO): {report.rto_s} s for {report.documents} documents")
-    return EXIT_OK if report.ok else EXIT_NOT_VERIFIED
+    if report["files_verified"] is not None:
+        ok = "ok  " if report["files_verified"] else "FAIL"
+        print(f"  {ok} {'files':>14}: {report['files']}")
+    if report["error"]:
+        print(f"  error: {report['error']}")
+    print(f"  restore time (RTO): {report['rto_s']} s for {report['documents']} documents")
+    return EXIT_OK if report["ok"] else EXIT_NOT_VERIFIED
 
 
 @commands(

@@ -9,14 +9,13 @@ from typing import Any
 
 import click
 
-from bmc_pipeline.cli.options import Commands, IsoDate, json_option, print_json
+from bmc_pipeline.cli.options import Commands, IsoDate, json_option, print_json, run_job
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.audit import current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_INVALID, EXIT_OK, BmcError
 from bmc_pipeline.engine.export import FORMATS, export_collection, metadata_path
 from bmc_pipeline.engine.remote import RemoteStore
-from bmc_pipeline.engine.retention import delete_backup
 from bmc_pipeline.engine.store import check_backup_id
 from bmc_pipeline.engine.validate import validate_backup
 from bmc_pipeline.engine.vocabulary import BackupType, choices
@@ -125,32 +124,24 @@ def list_backups(
 @click.option("--all", "all", is_flag=True, help="every local backup not yet there")
 @json_option
 def push(settings: Settings, backup_id: tuple[str, ...], all: bool, json: bool) -> int:
-    remote = remote_of(settings)
-    d = Deployment(settings)
-    store, keyring = d.store(), d.keyring()
-    if all:
-        there = set(remote.backup_ids())
-        ids = [r.backup_id for r in store.refs() if r.backup_id not in there]
-    else:
-        ids = [store.resolve(b).backup_id for b in backup_id]
-    if not ids:
-        print(
-            f"nothing to copy: every local backup is at {remote.url}"
-            if all
-            else "give backup ids, or --all for every backup not yet copied"
-        )
+    remote_of(settings)  # no remote configured: said before a run starts
+    if not backup_id and not all:
+        print("give backup ids, or --all for every backup not yet copied")
         return EXIT_OK
-    results: list[dict[str, Any]] = []
-    for bid in ids:
-        r = remote.push(store, store.ref(bid), keyring).as_dict()
-        results.append(r)
-        if not json:
-            print(
-                f"{bid} -> {remote.url}: {r['uploaded_files']} file(s), {r['uploaded_bytes']} "
-                f"bytes uploaded, {r['already_there']} already there"
-            )
+    config = {"action": "push", "backup_ids": list(backup_id), "all": all}
+    out = run_job(settings, "storage_job", config, quiet=json).output
+    results: list[dict[str, Any]] = out["pushed"]
+    if not results:
+        print(f"nothing to copy: every local backup is at {out['remote_url']}")
+        return EXIT_OK
     if json:
         print_json({"pushed": results})
+        return EXIT_OK
+    for r in results:
+        print(
+            f"{r['backup_id']} -> {out['remote_url']}: {r['uploaded_files']} file(s), "
+            f"{r['uploaded_bytes']} bytes uploaded, {r['already_there']} already there"
+        )
     return EXIT_OK
 
 
@@ -162,30 +153,22 @@ def push(settings: Settings, backup_id: tuple[str, ...], all: bool, json: bool) 
 @click.option("--all", "all", is_flag=True, help="every remote backup not here (a new machine)")
 @json_option
 def pull(settings: Settings, backup_id: str | None, all: bool, json: bool) -> int:
-    remote = remote_of(settings)
-    d = Deployment(settings)
-    store, keyring = d.store(), d.keyring()
-    if all:
-        here = {r.backup_id for r in store.refs()}
-        ids = [b for b in remote.backup_ids() if b not in here]
-    elif backup_id:
-        ids = [backup_id]
-    else:
+    remote_of(settings)  # no remote configured: said before a run starts
+    if not all and not backup_id:
         raise BmcError("give a backup id ('bmc-backup list --remote' shows them), or --all")
-    rows = []
-    for bid in ids:
-        ref = remote.pull(store, bid, keyring)
-        report = validate_backup(store, ref, keyring, blobs=d.blobs(keyring))
-        rows.append(
-            {"backup_id": ref.backup_id, "path": str(ref.manifest_path), **report.as_dict()}
-        )
-        if not json:
-            state = "valid" if report.ok else "INVALID: " + "; ".join(report.errors)
-            print(f"fetched {ref.backup_id} from {remote.url} into {store.root}: {state}")
+    config = {"action": "pull", "backup_ids": [backup_id] if backup_id else [], "all": all}
+    out = run_job(settings, "storage_job", config, quiet=json).output
+    rows: list[dict[str, Any]] = out["pulled"]
     if json:
         print_json(rows[0] if backup_id and not all else {"pulled": rows, "count": len(rows)})
-    elif all and not ids:
-        print(f"nothing to fetch: every backup at {remote.url} is already in {store.root}")
+    elif all and not rows:
+        print(f"nothing to fetch: every backup at {out['remote_url']} is already in {out['store']}")
+    else:
+        for row in rows:
+            state = "valid" if row["ok"] else "INVALID: " + "; ".join(row["errors"])
+            print(
+                f"fetched {row['backup_id']} from {out['remote_url']} into {out['store']}: {state}"
+            )
     return EXIT_OK if not [r for r in rows if not r["ok"]] else EXIT_INVALID
 
 
@@ -200,12 +183,13 @@ def delete(settings: Settings, backup_id: str, confirm: str, json: bool) -> int:
             f"deleting is permanent: repeat the backup id to confirm "
             f"(bmc-backup delete {backup_id} --confirm {backup_id})"
         )
-    d = Deployment(settings)
-    result = delete_backup(d.store(), d.keyring(), backup_id, d.remote())
+    config = {"action": "delete", "backup_ids": [backup_id]}
+    out = run_job(settings, "storage_job", config, quiet=json).output
+    result = {k: v for k, v in out.items() if k != "remote"}
     if json:
         print_json(result)
     else:
-        also = " (and its remote copy)" if d.remote() else ""
+        also = " (and its remote copy)" if out["remote"] else ""
         print(f"deleted backup {result['backup_id']}{also}")
     return EXIT_OK
 

@@ -18,13 +18,33 @@ import click
 
 from bmc_pipeline.config import Settings, load_settings
 from bmc_pipeline.engine.audit import audit_log_for, current_user
+from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.vocabulary import Strategy, choices
+from bmc_pipeline.launch import OpRun, run_op_job
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def run_job(
+    settings: Settings, job: str, config: dict[str, Any], *, quiet: bool, needs_key: bool = True
+) -> OpRun:
+    """The command's work as a Dagster run of ``job`` in this process (so it is in the run
+    history, under its job, and a failure alerts), its progress lines on stderr as before.
+
+    A run that failed with a report attached (a restore that wrote but did not verify, a pulled
+    backup that does not validate) returns it, marked not succeeded: the command prints it and
+    exits as it always did. With ``needs_key``, a missing key is said plainly before any run.
+    """
+    if needs_key:
+        Deployment(settings).keyring()
+    return run_op_job(
+        settings, job, job.replace("_job", "_op"), config, launched_by=f"cli:{current_user()}",
+        echo=say(quiet), failed_report=True,
+    )  # fmt: skip
 
 
 def say(quiet: bool) -> Callable[[str], None]:

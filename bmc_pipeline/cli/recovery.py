@@ -14,34 +14,15 @@ from bmc_pipeline.cli.options import (
     dry_run_option,
     json_option,
     print_json,
-    say,
+    run_job,
     strategy_option,
 )
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.audit import current_user
-from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_NOT_VERIFIED, EXIT_OK, BmcError
 from bmc_pipeline.engine.restore import RestoreFilters
 from bmc_pipeline.engine.vocabulary import Source, Strategy, choices
-from bmc_pipeline.launch import OpRun, run_op_job
 
 commands = Commands()
-
-
-def run_job(settings: Settings, job: str, config: dict[str, Any], *, quiet: bool) -> OpRun:
-    """The command's work as a Dagster run in this process (so it is in the run history, under
-    its job, and a failure alerts), its progress lines on stderr as before; a run that wrote but
-    did not verify returns its report (the command prints it and exits 8)."""
-    return run_op_job(
-        settings, job, job.replace("_job", "_op"), config, launched_by=f"cli:{current_user()}",
-        echo=say(quiet), failed_report=True,
-    )  # fmt: skip
-
-
-def run_restoring(settings: Settings, job: str, config: dict[str, Any], *, quiet: bool) -> OpRun:
-    """:func:`run_job` for work that writes: no key, no run (said plainly, before it starts)."""
-    Deployment(settings).keyring()
-    return run_job(settings, job, config, quiet=quiet)
 
 
 def print_restore_report(report: dict[str, Any], *, as_json: bool, undo: bool = True) -> None:
@@ -176,11 +157,11 @@ def restore(
     }  # fmt: skip
     if len(collection) == 1 and not files:  # one collection: the report as it always was
         config.update(collection=collection[0], target_collection=target_collection)
-        report = run_restoring(settings, "restore_job", config, quiet=json).output
+        report = run_job(settings, "restore_job", config, quiet=json).output
         print_restore_report(report, as_json=json)
         return restore_exit(report)
     config.update(collections=list(collection), files=files)
-    whole = run_restoring(settings, "restore_job", config, quiet=json).output
+    whole = run_job(settings, "restore_job", config, quiet=json).output
     if json:
         print_json(whole)
     else:
@@ -223,7 +204,7 @@ def restore_files(
 ) -> int:
     config = {"backup_id": backup_id, "files": True, "file_paths": list(path), "dry_run": dry_run,
               "files_target": str(Path(to).absolute()) if to else None}  # fmt: skip
-    report = run_restoring(settings, "restore_job", config, quiet=json).output["files"]
+    report = run_job(settings, "restore_job", config, quiet=json).output["files"]
     if json:
         print_json(report)
     else:
@@ -241,7 +222,7 @@ def restore_files(
 @json_option
 def rollback(settings: Settings, rollback_id: str, force: bool, json: bool) -> int:
     config = {"rollback_id": rollback_id, "force": force}
-    result = run_restoring(settings, "rollback_job", config, quiet=json).output
+    result = run_job(settings, "rollback_job", config, quiet=json).output
     if json:
         print_json(result)
     else:
@@ -270,7 +251,7 @@ def scan(
     config = {"source": source, "collection": collection,
               "root": str(Path(root).absolute()) if root else None,
               "output_dir": str(Path(output_dir).absolute()) if output_dir else None}  # fmt: skip
-    summary = run_job(settings, "scan_job", config, quiet=json).output
+    summary = run_job(settings, "scan_job", config, quiet=json, needs_key=False).output
     json_path, md_path = (Path(p) for p in summary["report_files"])
     report = json_lib.loads(json_path.read_text(encoding="utf-8"))  # what the run wrote
     if json:
@@ -301,7 +282,7 @@ def recover(
     config = {"from_scan": str(Path(from_scan).absolute()), "target_collection": target_collection,
               "strategy": strategy or settings.restore.default_strategy.value,
               "dry_run": dry_run}  # fmt: skip
-    result = run_restoring(settings, "restore_job", config, quiet=json).output
+    result = run_job(settings, "restore_job", config, quiet=json).output
     missing: list[str] = result["not_found"]
     print_restore_report(result, as_json=json)
     if missing and not json:

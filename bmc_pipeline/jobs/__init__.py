@@ -1,4 +1,4 @@
-"""Every Dagster job: backups, maintenance, restore and rollback, scan; and the run history.
+"""Every Dagster job: backups, maintenance, restore and rollback, scan, storage upkeep; and the run history.
 
 Each submodule builds its jobs; :func:`build_jobs` is what ``definitions.py`` assembles.
 """
@@ -13,6 +13,7 @@ from bmc_pipeline.jobs.maintenance import build_maintenance_jobs
 from bmc_pipeline.jobs.report import build_report_job
 from bmc_pipeline.jobs.restore import build_restore_jobs
 from bmc_pipeline.jobs.scan import build_scan_job
+from bmc_pipeline.jobs.storage import build_storage_job
 
 
 def build_jobs(
@@ -23,6 +24,7 @@ def build_jobs(
         *build_maintenance_jobs(),
         *build_restore_jobs(settings),
         build_scan_job(settings),
+        build_storage_job(settings),
         build_report_job(settings),
     ]
 

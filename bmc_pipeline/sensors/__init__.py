@@ -83,7 +83,7 @@ def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorD
     @dg.run_failure_sensor(
         name="run_failure_alerts",
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="alerts when a backup, restore, rollback or scan run fails",
+        description="alerts when a backup, restore, rollback, scan, retention or storage run fails",
     )
     def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
@@ -98,6 +98,8 @@ def build_sensors(settings: Settings, clock: Clock = _utcnow) -> list[dg.SensorD
                 title = f"backup run failed: {run.job_name}"
         elif operation in ("restore", "scan", "retention"):
             title = f"recovery operation failure: {run.job_name}"
+        elif operation == "storage":  # push, pull, delete
+            title = f"backup storage failure: {run.job_name}"
         else:
             return  # not one of ours (the drill alerts by itself, with what failed)
         deployment.notifier().send(

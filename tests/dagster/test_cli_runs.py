@@ -35,6 +35,8 @@ def cli(
 ) -> list[str]:
     cfg = write_config(mock_settings, tmp_path / "cfg.json")
     monkeypatch.setenv("BMC_CONFIG", str(cfg))  # where the Python API reads its settings
+    # the instance the command line uses (an earlier test may have left another one in the env)
+    monkeypatch.setenv("DAGSTER_HOME", str(mock_settings.path(mock_settings.dagster_home)))
     return ["--config", str(cfg)]
 
 
@@ -71,9 +73,13 @@ def test_command_line_work_is_a_run_of_its_job_in_the_code_location(
     assert main([*cli, "scan", "--source", "filesystem", "--output-dir", str(tmp_path / "r")]) == 0
     assert "reports:" in capsys.readouterr().out
     restore_from_backup(backup_id, "quotes_python", dry_run=True, filters={"collection": "quotes"})
+    assert main([*cli, "rotate", "--dry-run"]) == 0
+    assert "would be deleted" in capsys.readouterr().out
+    assert main([*cli, "drill", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
 
     for job, count in (("full_backup_job", 1), ("restore_job", 2), ("rollback_job", 1),
-                       ("scan_job", 1)):  # fmt: skip
+                       ("scan_job", 1), ("storage_job", 1), ("drill_job", 1)):  # fmt: skip
         runs = _runs(mock_settings, job)
         assert len(runs) == count, job
         for run in runs:
@@ -123,3 +129,36 @@ def test_a_failed_command_line_restore_alerts(
     (alert,) = _alerts(mock_settings)
     assert alert["title"] == "recovery operation failure: restore_job"
     assert alert["run_url"].endswith(failed.run_id)
+
+
+def test_push_pull_and_delete_are_runs_of_the_storage_job(
+    mock_settings: Settings,
+    seeded: dict[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage = mock_settings.storage.model_copy(update={"remote_url": f"file://{tmp_path}/remote"})
+    s = mock_settings.model_copy(update={"storage": storage})
+    cli = ["--config", str(write_config(s, tmp_path / "cfg.json"))]
+    monkeypatch.setenv("DAGSTER_HOME", str(s.path(s.dagster_home)))
+    assert main([*cli, "backup", "--no-files", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)["backup_id"]
+    assert main([*cli, "backup", "--no-files", "--type", "incremental", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)["backup_id"]
+    assert main([*cli, "push", "--all"]) == 0  # the backup run pushed them already
+    assert "nothing to copy" in capsys.readouterr().out
+    assert main([*cli, "delete", second, "--confirm", second]) == 0
+    assert f"deleted backup {second} (and its remote copy)" in capsys.readouterr().out
+    assert main([*cli, "push", first, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pushed"][0]["backup_id"] == first
+    assert main([*cli, "delete", first, "--confirm", first]) == 9  # the newest full: guarded
+    assert "newest full backup of quotes" in capsys.readouterr().err
+    assert main([*cli, "pull", "--all"]) == 0
+    assert "nothing to fetch" in capsys.readouterr().out  # the delete took the remote copy too
+    actions = [
+        (r.run_config["ops"]["storage_op"]["config"]["action"], r.status.value)
+        for r in reversed(_runs(s, "storage_job"))
+    ]
+    assert actions == [("push", "SUCCESS"), ("delete", "SUCCESS"), ("push", "SUCCESS"),
+                       ("delete", "FAILURE"), ("pull", "SUCCESS")]  # fmt: skip
