@@ -55,7 +55,7 @@ def tag_run(
     """Add ``tags`` the run lacks (a run the UI launched from an asset or a check has none)."""
     missing = {k: v for k, v in tags.items() if k not in context.run.tags}
     if missing:
-        context.instance.add_run_tags(context.run_id, missing)
+        context.instance.add_run_tags(context.run.run_id, missing)
 
 
 def is_checks_only(run: dg.DagsterRun) -> bool:

@@ -164,24 +164,3 @@ def test_the_launchpad_opens_without_errors_and_explains_every_field(
     storage = defs.get_repository_def().get_top_level_resources()["storage"]
     shown = storage.config_schema.default_value_as_json_str
     assert '"dir_mode": "755"' in shown and '"file_mode": "600"' in shown  # not 493 / 384
-
-
-def test_runs_the_command_line_starts_are_listed_under_their_jobs(
-    mock_settings: Settings, seeded: dict[str, int]
-) -> None:
-    """The UI's job page lists runs by job name and the code location's repository tag."""
-    import yaml
-
-    from bmc_pipeline.launch import CODE_LOCATION, REPOSITORY_LABEL, REPOSITORY_LABEL_TAG
-    from tests.support import ROOT
-
-    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
-    assert workspace["load_from"][0]["python_module"]["location_name"] == CODE_LOCATION
-    dagster_home(mock_settings)
-    summary = run_backup(mock_settings, "full", include_files=False)
-    with dg.DagsterInstance.get() as instance:
-        listed = instance.get_runs(
-            dg.RunsFilter(job_name="full_backup_job", tags={REPOSITORY_LABEL_TAG: REPOSITORY_LABEL})
-        )
-    assert [r.tags["bmc/launched_by"] for r in listed] == ["cli"]
-    assert summary["backup_id"]
