@@ -15,7 +15,7 @@ from bmc_pipeline.engine.audit import current_user
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import EXIT_INVALID, EXIT_OK, BmcError
 from bmc_pipeline.engine.export import FORMATS, export_collection, metadata_path
-from bmc_pipeline.engine.remote import RemoteStore
+from bmc_pipeline.engine.remote import RemoteStore, require_remote
 from bmc_pipeline.engine.store import check_backup_id
 from bmc_pipeline.engine.validate import validate_backup
 from bmc_pipeline.engine.vocabulary import BackupType, choices
@@ -59,13 +59,7 @@ def backup(
 
 
 def remote_of(settings: Settings) -> RemoteStore:
-    remote = Deployment(settings).remote()
-    if remote is None:
-        raise BmcError(
-            "no remote copy is configured: set storage.remote_url in backup_config.json "
-            "(or BMC_REMOTE_URL), e.g. s3://bucket/bmc-backups or file:///mnt/nas/bmc"
-        )
-    return remote
+    return require_remote(Deployment(settings).remote())
 
 
 @commands("list", help="list backups, newest first")

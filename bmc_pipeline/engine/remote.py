@@ -34,6 +34,7 @@ from bmc_pipeline.engine.atomic import atomic_write
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import (
     BackupNotFoundError,
+    BmcError,
     GuardedError,
     IntegrityError,
     RemoteError,
@@ -62,6 +63,16 @@ class PushResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def require_remote(remote: RemoteStore | None) -> RemoteStore:
+    """The configured remote store, or a refusal that says how to configure one."""
+    if remote is None:
+        raise BmcError(
+            "no remote copy is configured: set storage.remote_url in backup_config.json "
+            "(or BMC_REMOTE_URL), e.g. s3://bucket/bmc-backups or file:///mnt/nas/bmc"
+        )
+    return remote
 
 
 class RemoteStore:

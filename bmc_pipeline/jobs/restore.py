@@ -16,9 +16,11 @@ from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.restore import (
     FilesRequest,
+    PointRestoreReport,
     RestoreEngine,
     RestoreFilters,
     RestoreOptions,
+    RestoreReport,
     resolve_source,
 )
 from bmc_pipeline.engine.scanner import recoverable_documents
@@ -159,7 +161,9 @@ def _observe(report: dict[str, Any], collection: str) -> dg.AssetObservation:
     )
 
 
-def _restore_point(config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters) -> Any:
+def _restore_point(
+    config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters
+) -> PointRestoreReport:
     """Several collections and/or the files at one point: one report, one rollback point."""
     backup_id, legacy = resolve_source(engine.store, config.backup_id, "conversations")
     if legacy is not None:
@@ -180,7 +184,9 @@ def _restore_point(config: RestoreConfig, engine: RestoreEngine, filters: Restor
     )  # fmt: skip
 
 
-def _restore_one(config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters) -> Any:
+def _restore_one(
+    config: RestoreConfig, engine: RestoreEngine, filters: RestoreFilters
+) -> RestoreReport:
     """One collection, from a backup chain or a JSON file (``backup_id`` names either)."""
     backup_id, legacy = resolve_source(
         engine.store, config.backup_id, config.collection, require_ids=config.require_ids

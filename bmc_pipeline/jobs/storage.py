@@ -17,7 +17,7 @@ from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.files import BlobStore
-from bmc_pipeline.engine.remote import RemoteStore
+from bmc_pipeline.engine.remote import RemoteStore, require_remote
 from bmc_pipeline.engine.retention import RetentionPolicy, delete_backup, rotate
 from bmc_pipeline.engine.store import BackupStore, check_backup_id
 from bmc_pipeline.engine.validate import validate_backup
@@ -49,16 +49,6 @@ class StorageConfig(dg.Config):
         description="push: every local backup not yet at the remote; pull: every remote one not here",
     )
     dry_run: bool = Field(default=True, description="rotate: say what would go, delete nothing")
-
-
-def _remote(storage: StorageResource) -> RemoteStore:
-    remote = storage.remote()
-    if remote is None:
-        raise BmcError(
-            "no remote copy is configured: set storage.remote_url in backup_config.json "
-            "(or BMC_REMOTE_URL), e.g. s3://bucket/bmc-backups or file:///mnt/nas/bmc"
-        )
-    return remote
 
 
 def _push(config: StorageConfig, store: BackupStore, keyring: KeyRing, remote: RemoteStore,
@@ -110,10 +100,10 @@ def build_storage_job(settings: Settings) -> dg.JobDefinition:
             context, settings, keyring, config.action.value, config.model_dump(mode="json")
         ) as info:
             if config.action == StorageAction.push:
-                out = _push(config, store, keyring, _remote(storage), log)
+                out = _push(config, store, keyring, require_remote(storage.remote()), log)
             elif config.action == StorageAction.pull:
                 blobs = Deployment(settings).blobs(keyring)
-                out = _pull(config, store, blobs, keyring, _remote(storage))
+                out = _pull(config, store, blobs, keyring, require_remote(storage.remote()))
             elif config.action == StorageAction.delete:
                 if len(config.backup_ids) != 1:
                     raise BmcError("delete takes exactly one backup id")
