@@ -130,6 +130,14 @@ class OpRun:
     succeeded: bool = True
 
 
+def _reported_failure(exc: RunFailedError) -> OpRun:
+    """A failed run whose step attached its report, as that report (not succeeded); any other
+    failure is raised again."""
+    if exc.report is None or exc.run_id is None:
+        raise exc
+    return OpRun(exc.report, exc.run_id, succeeded=False)
+
+
 def run_op_job(
     settings: Settings,
     job_name: str,
@@ -158,8 +166,8 @@ def run_op_job(
             **({"run_id": run_id} if run_id else {}),
         )
     except RunFailedError as exc:
-        if failed_report and exc.report is not None and exc.run_id is not None:
-            return OpRun(exc.report, exc.run_id, succeeded=False)
+        if failed_report:
+            return _reported_failure(exc)
         raise
     output = result.output_for_node(op_name)
     assert isinstance(output, dict)
@@ -174,9 +182,7 @@ def run_report_asset(
     try:
         result = _execute(settings, job_name, what, launched_by=launched_by, echo=echo)
     except RunFailedError as exc:
-        if exc.report is not None and exc.run_id is not None:
-            return OpRun(exc.report, exc.run_id, succeeded=False)
-        raise
+        return _reported_failure(exc)
     (event,) = result.get_asset_materialization_events()
     report = event.materialization.metadata["report"]
     assert isinstance(report, dg.JsonMetadataValue) and isinstance(report.data, dict)

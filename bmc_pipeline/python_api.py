@@ -31,7 +31,7 @@ def restore_from_backup(
     ``drop_deleted`` and ``collection`` (the source collection, when it differs from the target).
     """
     settings = load_settings()
-    Deployment(settings).keyring()  # no key, no run: said plainly, before it starts
+    keyring = Deployment(settings).keyring()  # no key, no run: said plainly, before it starts
     source = str((filters or {}).get("collection") or target_collection)
     f = RestoreFilters.from_dict({k: v for k, v in (filters or {}).items() if k != "collection"})
     params = {"backup_file": backup_file, "target_collection": target_collection,
@@ -42,7 +42,7 @@ def restore_from_backup(
     user = current_user()
     # recorded like a command (who, what, the outcome; refused if the log cannot record it),
     # and run as restore_job, so it is in the Dagster run history and a failure alerts
-    with audit_log_for(settings, Deployment(settings).keyring()).operation(
+    with audit_log_for(settings, keyring).operation(
         actor=user, via="python", action="restore_from_backup", params=params,
         changes=not dry_run,
     ) as info:  # fmt: skip

@@ -155,6 +155,17 @@ def load_keyring(env_keys: str | None, key_file: str | os.PathLike[str] | None) 
     return KeyRing(keys)
 
 
+def load_keyring_if_any(
+    env_keys: str | None, key_file: str | os.PathLike[str] | None
+) -> KeyRing | None:
+    """:func:`load_keyring`, or None where no usable key is configured (for work that can do
+    without one, such as a scan of plaintext exports)."""
+    try:
+        return load_keyring(env_keys, key_file)
+    except KeyConfigError:
+        return None
+
+
 def new_key_text() -> str:
     """A fresh random key, base64-encoded as key files and ``BMC_BACKUP_KEY`` hold it."""
     return base64.b64encode(os.urandom(KEY_SIZE)).decode("ascii")

@@ -7,6 +7,7 @@ this is that one way. (Dagster builds them through its resources, which hold the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
@@ -18,11 +19,10 @@ from bmc_pipeline.engine.alerts import (
     SlackChannel,
     SmtpChannel,
 )
-from bmc_pipeline.engine.crypto import KeyRing, load_keyring
-from bmc_pipeline.engine.errors import KeyConfigError
+from bmc_pipeline.engine.crypto import KeyRing, load_keyring, load_keyring_if_any
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.mongo import connect
-from bmc_pipeline.engine.remote import RemoteStore
+from bmc_pipeline.engine.remote import RemoteStore, remote_store
 from bmc_pipeline.engine.store import BackupStore
 
 
@@ -30,17 +30,16 @@ from bmc_pipeline.engine.store import BackupStore
 class Deployment:
     settings: Settings
 
-    def keyring(self) -> KeyRing:
+    def _key_file(self) -> Path | None:
         s = self.settings
-        key_file = s.path(s.encryption.key_file) if s.encryption.key_file else None
-        return load_keyring(s.backup_key, key_file)
+        return s.path(s.encryption.key_file) if s.encryption.key_file else None
+
+    def keyring(self) -> KeyRing:
+        return load_keyring(self.settings.backup_key, self._key_file())
 
     def keyring_if_any(self) -> KeyRing | None:
         """The key ring, or None where none is configured (for work that can do without)."""
-        try:
-            return self.keyring()
-        except KeyConfigError:
-            return None
+        return load_keyring_if_any(self.settings.backup_key, self._key_file())
 
     def store(self) -> BackupStore:
         s = self.settings
@@ -49,12 +48,8 @@ class Deployment:
     def remote(self) -> RemoteStore | None:
         """The remote copy, if ``storage.remote_url`` is set."""
         st = self.settings.storage
-        if not st.remote_url:
-            return None
-        return RemoteStore(
-            st.remote_url, st.remote_options,
-            lock_days=st.remote_object_lock_days, lock_mode=st.remote_object_lock_mode,
-        )  # fmt: skip
+        return remote_store(st.remote_url, st.remote_options, st.remote_object_lock_days,
+                            st.remote_object_lock_mode)  # fmt: skip
 
     def blobs(self, keyring: KeyRing) -> BlobStore:
         s = self.settings

@@ -65,6 +65,15 @@ class PushResult:
         return dict(self.__dict__)
 
 
+def remote_store(
+    url: str | None, options: dict[str, Any], lock_days: int | None, lock_mode: str
+) -> RemoteStore | None:
+    """The remote copy ``storage.remote_url`` names, or None where none is configured."""
+    if not url:
+        return None
+    return RemoteStore(url, options, lock_days=lock_days, lock_mode=lock_mode)
+
+
 def require_remote(remote: RemoteStore | None) -> RemoteStore:
     """The configured remote store, or a refusal that says how to configure one."""
     if remote is None:

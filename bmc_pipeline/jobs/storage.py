@@ -21,7 +21,7 @@ from bmc_pipeline.engine.remote import RemoteStore, require_remote
 from bmc_pipeline.engine.retention import RetentionPolicy, delete_backup, rotate
 from bmc_pipeline.engine.store import BackupStore, check_backup_id
 from bmc_pipeline.engine.validate import validate_backup
-from bmc_pipeline.progress import run_log
+from bmc_pipeline.progress import Log, run_log
 from bmc_pipeline.resources import EncryptionResource, StorageResource
 from bmc_pipeline.run_audit import audited_run
 from bmc_pipeline.run_kinds import OPERATION_TAG, tag_run
@@ -52,7 +52,7 @@ class StorageConfig(dg.Config):
 
 
 def _push(config: StorageConfig, store: BackupStore, keyring: KeyRing, remote: RemoteStore,
-          log: Any) -> dict[str, Any]:  # fmt: skip
+          log: Log) -> dict[str, Any]:  # fmt: skip
     if config.all:
         there = set(remote.backup_ids())
         ids = [r.backup_id for r in store.refs() if r.backup_id not in there]

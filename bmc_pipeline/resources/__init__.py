@@ -14,10 +14,9 @@ import dagster as dg
 from pydantic import Field
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.engine.crypto import KeyRing, load_keyring
-from bmc_pipeline.engine.errors import KeyConfigError
+from bmc_pipeline.engine.crypto import KeyRing, load_keyring, load_keyring_if_any
 from bmc_pipeline.engine.mongo import connect, split_password
-from bmc_pipeline.engine.remote import RemoteStore
+from bmc_pipeline.engine.remote import RemoteStore, remote_store
 from bmc_pipeline.engine.store import BackupStore
 
 # the variable's name, not a password: set from the configured URI when definitions load
@@ -60,10 +59,7 @@ class EncryptionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def keyring_if_any(self) -> KeyRing | None:
         """The key ring, or None where none is configured (a scan of plaintext files)."""
-        try:
-            return self.keyring()
-        except KeyConfigError:
-            return None
+        return load_keyring_if_any(self.key, self.key_file)
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -90,12 +86,8 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
     def remote(self) -> RemoteStore | None:
-        if not self.remote_url:
-            return None
-        return RemoteStore(
-            self.remote_url, self.remote_options,
-            lock_days=self.remote_object_lock_days, lock_mode=self.remote_object_lock_mode,
-        )  # fmt: skip
+        return remote_store(self.remote_url, self.remote_options, self.remote_object_lock_days,
+                            self.remote_object_lock_mode)  # fmt: skip
 
 
 def resources_from_settings(settings: Settings) -> dict[str, Any]:

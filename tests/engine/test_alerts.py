@@ -190,27 +190,17 @@ def test_a_failed_backup_run_produces_the_critical_alert(
 
     s = unreachable(make_settings(tmp_path, "mongomock://unused", "x", key))
     monkeypatch.setenv("BMC_BACKUP_KEY", s.backup_key or "")
-    defs = build_definitions(s)
+    job = build_definitions(s).resolve_job_def("full_backup_job")
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("full_backup_job").execute_in_process(
-            instance=instance, partition_key=current_partition(s, "full"), raise_on_error=False,
+        (alert,) = _failure_alerts(
+            s, job, instance, partition_key=current_partition(s, "full"),
             asset_selection=[dg.AssetKey(["backups", "full", "quotes"]), dg.AssetKey(["backups", "full", "backup_set"])],
         )  # fmt: skip
-        assert not result.success
-        failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
-        run = instance.get_run_by_id(result.run_id)
-        assert run is not None
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alerts", dagster_event=failure, dagster_instance=instance,
-            dagster_run=run,
-        ).for_run_failure()  # fmt: skip
-        (_, on_failure) = build_sensors(s)
-        on_failure(ctx)
-    (alert,) = [json.loads(x) for x in s.path(s.alerts.log_file).read_text().splitlines()]
+        (run,) = instance.get_runs()
     assert (
         alert["severity"] == "critical" and alert["title"] == "backup run failed: full_backup_job"
     )
-    assert alert["run_url"].endswith(result.run_id)
+    assert alert["run_url"].endswith(run.run_id)
 
 
 def _failure_alerts(
