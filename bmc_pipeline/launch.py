@@ -163,7 +163,7 @@ def run_op_job(
             launched_by=launched_by,
             run_config={"ops": {op_name: {"config": op_config}}},
             echo=echo,
-            **({"run_id": run_id} if run_id else {}),
+            run_id=run_id,
         )
     except RunFailedError as exc:
         if failed_report:
@@ -189,6 +189,17 @@ def run_report_asset(
     return OpRun(report.data, result.run_id)
 
 
+def configured_collections(settings: Settings, names: list[str] | None) -> list[str]:
+    """``names`` (None: every configured collection), refused if one is not configured."""
+    unknown = [c for c in names or [] if c not in settings.collections]
+    if unknown:
+        raise UnknownCollectionError(
+            f"collection(s) {', '.join(unknown)} are not in backup_config.json "
+            f"(configured: {', '.join(settings.collections)}); add them under 'collections'"
+        )
+    return list(names or settings.collections)
+
+
 def run_backup(
     settings: Settings,
     backup_type: str,
@@ -197,19 +208,16 @@ def run_backup(
     include_files: bool = True,
     partition_key: str | None = None,
     launched_by: str = "cli",
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run the full or incremental backup job; returns the backup's summary."""
+    """Run the full or incremental backup job; returns the backup's summary.
+
+    ``run_id`` names the run in advance (a backup answered with 202 before it ends)."""
     if backup_type not in BACKUP_JOB_NAMES:
         raise BmcError(f"unknown backup type {backup_type!r}: use 'full' or 'incremental'")
     # no key, no backup: say so before a run starts, rather than through a failed step's trace
     Deployment(settings).keyring()
-    names = collections or list(settings.collections)
-    unknown = [c for c in names if c not in settings.collections]
-    if unknown:
-        raise UnknownCollectionError(
-            f"collection(s) {', '.join(unknown)} are not in backup_config.json "
-            f"(configured: {', '.join(settings.collections)}); add them under 'collections'"
-        )
+    names = configured_collections(settings, collections)
     selection = [collection_key(backup_type, c) for c in names] + [backup_set_key(backup_type)]
     if include_files:
         selection.append(files_key(backup_type))
@@ -220,6 +228,7 @@ def run_backup(
         launched_by=launched_by,
         partition_key=partition_key or current_partition(settings, backup_type),
         asset_selection=selection,
+        run_id=run_id,
     )
     for mat in result.asset_materializations_for_node(f"{backup_type}_backup"):
         if mat.asset_key == backup_set_key(backup_type):

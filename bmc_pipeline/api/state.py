@@ -53,7 +53,8 @@ class Busy:
 
 @dataclass
 class BackgroundRun:
-    """A restore or rollback answered with 202 and still running, or finished, in this server."""
+    """A backup, restore or rollback answered with 202 and still running, or finished, in this
+    server."""
 
     run_id: str
     kind: str
@@ -95,21 +96,34 @@ class AppState:
         config: dict[str, Any],
         finish: Callable[[dict[str, Any], str], dict[str, Any]],
     ) -> BackgroundRun:
-        """The same run as :meth:`run_restoring_job`, in a thread of its own: answered at once
-        (409 if one is running), followed with ``GET /runs/{run_id}``, audited when it ends."""
-        self.restore_busy.acquire()
-        kind = job.removesuffix("_job")
+        """The same run as :meth:`run_restoring_job`, started in the background."""
+        who = f"api:{actor(request)}"
+
+        def work(run_id: str) -> dict[str, Any]:
+            done = run_op_job(self.settings, job, op, config, launched_by=who, run_id=run_id)
+            return finish(done.output, done.run_id)
+
+        return self.start_in_background(request, self.restore_busy, job.removesuffix("_job"), work)
+
+    def start_in_background(
+        self,
+        request: Request,
+        busy: Busy,
+        kind: str,
+        work: Callable[[str], dict[str, Any]],
+    ) -> BackgroundRun:
+        """``work(run_id)`` (a Dagster run named ``run_id``) in a thread of its own, holding
+        ``busy``: answered at once (409 if one is running), followed with ``GET /runs/{run_id}``,
+        its result the body the synchronous request would have had, audited when it ends."""
+        busy.acquire()
         run = BackgroundRun(str(uuid.uuid4()), kind, _now())
         self.runs[run.run_id] = run
-        who = f"api:{actor(request)}"
+        who = actor(request)
         audit: AuditLog = request.app.state.audit
 
-        def work() -> None:
+        def target() -> None:
             try:
-                done = run_op_job(
-                    self.settings, job, op, config, launched_by=who, run_id=run.run_id
-                )
-                run.result, run.status = finish(done.output, done.run_id), "succeeded"
+                run.result, run.status = work(run.run_id), "succeeded"
             except BmcError as exc:
                 run.error = {"status": exc.http_status, "detail": public_message(str(exc))}
                 run.status = "failed"
@@ -119,9 +133,9 @@ class AppState:
                 run.status = "failed"
             finally:
                 run.finished = _now()
-                self.restore_busy.release()
+                busy.release()
                 problem = safe_append(
-                    audit, actor=who.removeprefix("api:"), via="api", action=f"{kind} finished",
+                    audit, actor=who, via="api", action=f"{kind} finished",
                     params={"run_id": run.run_id},
                     outcome="ok" if run.status == "succeeded" else "error",
                     detail=(run.error or {}).get("detail"),
@@ -129,7 +143,7 @@ class AppState:
                 if problem:
                     log.error(problem)
 
-        threading.Thread(target=work, name=f"{kind}-{run.run_id[:8]}", daemon=True).start()
+        threading.Thread(target=target, name=f"{kind}-{run.run_id[:8]}", daemon=True).start()
         return run
 
 

@@ -18,16 +18,14 @@ from bmc_pipeline.engine.export import FORMATS, export_collection, metadata_path
 from bmc_pipeline.engine.remote import RemoteStore, require_remote
 from bmc_pipeline.engine.store import check_backup_id
 from bmc_pipeline.engine.validate import validate_backup
-from bmc_pipeline.engine.vocabulary import BackupType, choices
+from bmc_pipeline.engine.vocabulary import BackupType, ScheduledBackupType, choices
 from bmc_pipeline.launch import run_backup
 
 commands = Commands()
 
 
 @commands("backup", help="run a backup now (a Dagster run, visible in the UI)")
-@click.option(
-    "--type", type=click.Choice([t.value for t in BackupType.scheduled()]), default="full"
-)
+@click.option("--type", type=click.Choice(choices(ScheduledBackupType)), default="full")
 @click.option("--collection", multiple=True, help="only this collection (repeatable)")
 @click.option("--no-files", is_flag=True, help="do not snapshot the chatbot's files")
 @json_option

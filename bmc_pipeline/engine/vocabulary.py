@@ -49,7 +49,15 @@ class BackupType(str, Enum):
     @classmethod
     def scheduled(cls) -> tuple[BackupType, ...]:
         """The types a backup run makes (rollback points come from restores only)."""
-        return (cls.full, cls.incremental)
+        return tuple(cls(t.value) for t in ScheduledBackupType)
+
+
+class ScheduledBackupType(str, Enum):
+    """The types a backup run makes (what :meth:`BackupType.scheduled` gives), as a parameter
+    offers them: an API schema that lists only these refuses ``rollback`` before route code runs."""
+
+    full = BackupType.full.value
+    incremental = BackupType.incremental.value
 
 
 def choices(enum: type[Enum]) -> list[str]:
@@ -57,4 +65,4 @@ def choices(enum: type[Enum]) -> list[str]:
     return [str(m.value) for m in enum]
 
 
-__all__ = ["BackupType", "Source", "Strategy", "choices"]
+__all__ = ["BackupType", "ScheduledBackupType", "Source", "Strategy", "choices"]

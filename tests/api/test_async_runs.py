@@ -70,3 +70,33 @@ def test_a_restore_answered_at_once_and_followed_gives_the_synchronous_report(
     finished = [(e["action"], e["outcome"]) for e in lines if e["action"].endswith(" finished")]
     assert finished == [("restore finished", "ok"), ("rollback finished", "ok"),
                         ("rollback finished", "error")]  # fmt: skip
+
+
+def test_a_backup_answered_at_once_gives_the_synchronous_answer_and_holds_the_backup_lock(
+    mock_settings: Settings, mock_db: Any, seeded: dict[str, int]
+) -> None:
+    token = TokenStore.for_settings(mock_settings).create("alice", "admin")[0]
+    admin = {"authorization": f"Bearer {token}"}
+    api = mock_settings.api.model_copy(update={"rate_limit_get": "1000/minute"})
+    settings = mock_settings.model_copy(update={"api": api})
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/api/recovery/backup?type=full", headers={**admin, "prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        accepted = r.json()
+        assert r.headers["location"] == accepted["status_url"]
+        done = _follow(c, accepted["status_url"], admin)
+        assert done["status"] == "succeeded" and done["kind"] == "backup"
+        created = done["result"]
+        assert created["run_id"] == accepted["run_id"] and created["type"] == "full"
+        assert created["collections"]["quotes"]["documents"] == seeded["quotes"]
+        # the synchronous form answers with the same fields
+        r = c.post("/api/recovery/backup?type=incremental", headers=admin)
+        assert r.status_code == 200 and set(r.json()) == set(created)
+        # a collection that is not configured is refused at once, not after a 202
+        r = c.post(
+            "/api/recovery/backup?collection=orders", headers={**admin, "prefer": "respond-async"}
+        )
+        assert r.status_code == 404 and "not in backup_config.json" in r.json()["detail"]
+        # and the backup it made is listed
+        listed = c.get("/api/recovery/backups", headers=admin).json()["backups"]
+        assert created["backup_id"] in {b["backup_id"] for b in listed}

@@ -10,15 +10,9 @@ import pytest
 
 pytest.importorskip("dagster_postgres", reason="the postgres extra: pip install -e '.[postgres]'")
 
-from bmc_pipeline.cli.setup import (
-    PG_ENV,
-    SetupOptions,
-    _instance_config,
-    dagster_pg_url,
-)
 from bmc_pipeline.config import Settings
 from bmc_pipeline.launch import run_backup, run_op_job
-from tests.support.postgres import postgres_server
+from tests.support.postgres import dagster_home_on, postgres_server
 
 
 def test_runs_and_their_events_are_stored_in_postgresql(
@@ -28,10 +22,8 @@ def test_runs_and_their_events_are_stored_in_postgresql(
 
     with postgres_server() as url:
         home = tmp_path / "dagster"
-        home.mkdir()
-        (home / "dagster.yaml").write_text(_instance_config(SetupOptions(postgres_url=url)))
-        monkeypatch.setenv(PG_ENV, dagster_pg_url(url))  # what setup writes into service.env
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        for k, v in dagster_home_on(url, home).items():
+            monkeypatch.setenv(k, v)
         settings = mock_settings.model_copy(update={"dagster_home": str(home)})
         summary = run_backup(settings, "full", include_files=False)
         restore = run_op_job(

@@ -57,3 +57,14 @@ def postgres_server() -> Iterator[str]:
             run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def dagster_home_on(url: str, home: Path) -> dict[str, str]:
+    """``home`` as the Dagster instance `bmc-backup setup --postgres-url` writes (storage in the
+    server at ``url``, the run queue); returns the environment its processes need."""
+    from bmc_pipeline.cli.setup import PG_ENV, SetupOptions, _instance_config, dagster_pg_url
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(_instance_config(SetupOptions(postgres_url=url)))
+    # the URL as setup writes it into service.env, and the instance's home
+    return {PG_ENV: dagster_pg_url(url), "DAGSTER_HOME": str(home)}

@@ -1,13 +1,15 @@
 """``/backup``, ``/backups``, ``/backups/{id}`` and ``/validate/{id}``: making, listing, deleting and
-checking backups. A backup runs as a Dagster run in this process, one at a time."""
+checking backups. A backup runs as a Dagster run in this process, one at a time: answered when it
+ends, or at once with 202 (``Prefer: respond-async``) and followed at ``/runs/{run_id}``."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bmc_pipeline.api.guard import public_message
@@ -18,15 +20,17 @@ from bmc_pipeline.api.models import (
     BackupList,
     BackupRow,
     Deleted,
+    RunAccepted,
     Validation,
 )
-from bmc_pipeline.api.problems import problem_responses, relative
-from bmc_pipeline.api.state import actor, app_state
+from bmc_pipeline.api.problems import jsonable, problem_responses, relative
+from bmc_pipeline.api.routes.recovery import PreferHeader, accepted, wants_async
+from bmc_pipeline.api.state import AppState, actor, app_state
 from bmc_pipeline.config import check_collection_name
 from bmc_pipeline.engine.retention import delete_backup
 from bmc_pipeline.engine.validate import validate_backup
-from bmc_pipeline.engine.vocabulary import BackupType
-from bmc_pipeline.launch import run_backup
+from bmc_pipeline.engine.vocabulary import BackupType, ScheduledBackupType
+from bmc_pipeline.launch import configured_collections, run_backup
 
 router = APIRouter()
 
@@ -34,29 +38,37 @@ router = APIRouter()
 @router.post(
     "/backup",
     response_model=BackupCreated,
-    summary="create a backup now (a Dagster run)",
-    responses=problem_responses(409),
+    summary="create a backup now (a Dagster run); with the header 'Prefer: respond-async', "
+    "answered 202 at once and followed at /runs/{run_id}",
+    responses={**problem_responses(404, 409), 202: {"model": RunAccepted}},
 )
 def backup_endpoint(
     request: Request,
-    type: BackupType = BackupType.full,
+    type: ScheduledBackupType = ScheduledBackupType.full,
     collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
-) -> BackupCreated:
+    prefer: PreferHeader = None,
+) -> BackupCreated | JSONResponse:
     state = app_state(request)
-    if type not in BackupType.scheduled():
-        raise StarletteHTTPException(
-            422, f"type {type.value!r} cannot be made on request: use full or incremental"
-        )
     if collection:
         check_collection_name(collection)
+    who = f"api:{actor(request)}"
+    names = [collection] if collection else None
+    if wants_async(prefer):
+        configured_collections(state.settings, names)  # refused now, not after the 202
+        return accepted(request, state.start_in_background(
+            request, state.backup_busy, "backup",
+            lambda run_id: jsonable(_created(state, run_backup(
+                state.settings, type.value, names, launched_by=who, run_id=run_id,
+            )).model_dump()),
+        ))  # fmt: skip
     with state.backup_busy.hold():
-        s = run_backup(
-            state.settings,
-            type.value,
-            [collection] if collection else None,
-            launched_by=f"api:{actor(request)}",
-        )
+        s = run_backup(state.settings, type.value, names, launched_by=who)
     request.state.audit = {"backup_id": s["backup_id"], "run_id": s["run_id"]}
+    return _created(state, s)
+
+
+def _created(state: AppState, s: dict[str, Any]) -> BackupCreated:
+    """The answer to a finished backup, from its summary."""
     return BackupCreated(
         backup_id=s["backup_id"],
         type=s["type"],

@@ -151,8 +151,8 @@ def rollback_endpoint(
 @router.get(
     "/runs/{run_id}",
     response_model=RunStatus,
-    summary="a restore or rollback started with 'Prefer: respond-async': status, elapsed time, "
-    "result",
+    summary="a backup, restore or rollback started with 'Prefer: respond-async': status, "
+    "elapsed time, result",
     responses=problem_responses(404),
 )
 def run_endpoint(
