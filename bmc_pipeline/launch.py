@@ -175,12 +175,20 @@ def run_op_job(
 
 
 def run_report_asset(
-    settings: Settings, job_name: str, what: str, *, launched_by: str, echo: Log | None = None
+    settings: Settings,
+    job_name: str,
+    what: str,
+    *,
+    launched_by: str,
+    echo: Log | None = None,
+    run_id: str | None = None,
 ) -> OpRun:
     """Materialize a job's one asset whose metadata holds a ``report`` (the drill); a run that
     failed with its report attached returns it, marked not succeeded."""
     try:
-        result = _execute(settings, job_name, what, launched_by=launched_by, echo=echo)
+        result = _execute(
+            settings, job_name, what, launched_by=launched_by, echo=echo, run_id=run_id
+        )
     except RunFailedError as exc:
         return _reported_failure(exc)
     (event,) = result.get_asset_materialization_events()

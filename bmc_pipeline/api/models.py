@@ -203,6 +203,13 @@ class RollbackResult(BaseModel):
     run_id: str
 
 
+class DrillResult(BaseModel):
+    report: dict[str, Any] = Field(
+        description="the drill's report: ok (the verdict), rto_s, per-collection checks, error"
+    )
+    run_id: str
+
+
 class ScanResult(BaseModel):
     summary: dict[str, Any]
     report: dict[str, Any]
@@ -210,7 +217,8 @@ class ScanResult(BaseModel):
 
 
 class RunAccepted(BaseModel):
-    """A restore or rollback started with ``Prefer: respond-async``: where to follow it."""
+    """A backup, restore, rollback or drill started with ``Prefer: respond-async``: where to
+    follow it."""
 
     run_id: str
     status: str = Field(description="running")

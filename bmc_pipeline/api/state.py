@@ -53,8 +53,8 @@ class Busy:
 
 @dataclass
 class BackgroundRun:
-    """A backup, restore or rollback answered with 202 and still running, or finished, in this
-    server."""
+    """A backup, restore, rollback or drill answered with 202 and still running, or finished,
+    in this server."""
 
     run_id: str
     kind: str
@@ -78,6 +78,7 @@ class AppState:
     deployment: Deployment
     backup_busy: Busy = field(default_factory=lambda: Busy("backup"))
     restore_busy: Busy = field(default_factory=lambda: Busy("restore or rollback"))
+    drill_busy: Busy = field(default_factory=lambda: Busy("drill"))
     runs: dict[str, BackgroundRun] = field(default_factory=dict)
 
     def run_restoring_job(

@@ -258,6 +258,7 @@ OPERATIONS = [
     ("POST", "/api/recovery/backup"),
     ("POST", "/api/recovery/restore"),
     ("POST", "/api/recovery/rollback"),
+    ("POST", "/api/recovery/drill"),
     ("GET", "/api/recovery/backups"),
     ("DELETE", "/api/recovery/backups/{backup_id}"),
     ("GET", "/api/recovery/validate/{backup_id}"),

@@ -100,3 +100,23 @@ def test_a_backup_answered_at_once_gives_the_synchronous_answer_and_holds_the_ba
         # and the backup it made is listed
         listed = c.get("/api/recovery/backups", headers=admin).json()["backups"]
         assert created["backup_id"] in {b["backup_id"] for b in listed}
+
+
+def test_a_drill_over_http_synchronous_or_followed(
+    mock_settings: Settings, seeded: dict[str, int], full_backup: BackupResult
+) -> None:
+    token = TokenStore.for_settings(mock_settings).create("alice", "admin")[0]
+    admin = {"authorization": f"Bearer {token}"}
+    api = mock_settings.api.model_copy(update={"rate_limit_get": "1000/minute"})
+    settings = mock_settings.model_copy(update={"api": api})
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/api/recovery/drill", headers=admin)
+        assert r.status_code == 200, r.text
+        sync = r.json()
+        assert sync["report"]["ok"] and sync["report"]["documents"] == sum(seeded.values())
+        r = c.post("/api/recovery/drill", headers={**admin, "prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        done = _follow(c, r.json()["status_url"], admin)
+        assert done["status"] == "succeeded" and done["kind"] == "drill"
+        assert done["result"]["report"]["ok"] and done["result"]["run_id"] == r.json()["run_id"]
+        assert set(done["result"]["report"]) == set(sync["report"])

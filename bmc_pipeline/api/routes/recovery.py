@@ -1,8 +1,9 @@
-"""``/scan``, ``/restore``, ``/rollback``, ``/runs``: finding what is recoverable, bringing it back.
+"""``/scan``, ``/restore``, ``/rollback``, ``/drill``, ``/runs``: finding what is recoverable,
+bringing it back, proving it can be.
 
-Restores and rollbacks run as Dagster runs in this process, one at a time: answered when they end,
-or at once with 202 (``Prefer: respond-async``) and followed at ``/runs/{run_id}``. The scan calls
-the engine directly (it only reads).
+Restores, rollbacks and drills run as Dagster runs in this process, one at a time: answered when
+they end, or at once with 202 (``Prefer: respond-async``) and followed at ``/runs/{run_id}``. The
+scan calls the engine directly (it only reads).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bmc_pipeline.api.models import (
     COLLECTION_PATTERN,
+    DrillResult,
     RestoreFiltersIn,
     RestoreRequest,
     RestoreResult,
@@ -25,11 +27,13 @@ from bmc_pipeline.api.models import (
     ScanResult,
 )
 from bmc_pipeline.api.problems import jsonable, problem_responses, under_root
-from bmc_pipeline.api.state import BackgroundRun, app_state
+from bmc_pipeline.api.state import BackgroundRun, actor, app_state
 from bmc_pipeline.config import check_collection_name
 from bmc_pipeline.engine.scanner import scan_settings, write_reports
 from bmc_pipeline.engine.store import backup_id_of_manifest
 from bmc_pipeline.engine.vocabulary import Source
+from bmc_pipeline.jobs.maintenance import DRILL_JOB
+from bmc_pipeline.launch import run_report_asset
 
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 PreferHeader = Annotated[
@@ -148,10 +152,38 @@ def rollback_endpoint(
     return RollbackResult(result=jsonable(result), run_id=run_id)
 
 
+@router.post(
+    "/drill",
+    response_model=DrillResult,
+    summary="restore everything into the scratch database now and verify it (the restore drill); "
+    "'Prefer: respond-async' as for /restore; report.ok is the verdict",
+    responses={**problem_responses(409), 202: {"model": RunAccepted}},
+)
+def drill_endpoint(request: Request, prefer: PreferHeader = None) -> DrillResult | JSONResponse:
+    state = app_state(request)
+    who = f"api:{actor(request)}"
+    state.deployment.keyring()  # no key, no drill: refused now, not after a 202
+
+    def drill(run_id: str | None = None) -> DrillResult:
+        done = run_report_asset(
+            state.settings, DRILL_JOB, "restore drill", launched_by=who, run_id=run_id
+        )
+        return DrillResult(report=jsonable(done.output), run_id=done.run_id)
+
+    if wants_async(prefer):
+        return accepted(request, state.start_in_background(
+            request, state.drill_busy, "drill", lambda run_id: drill(run_id).model_dump(),
+        ))  # fmt: skip
+    with state.drill_busy.hold():
+        result = drill()
+    request.state.audit = {"ok": result.report["ok"], "run_id": result.run_id}
+    return result
+
+
 @router.get(
     "/runs/{run_id}",
     response_model=RunStatus,
-    summary="a backup, restore or rollback started with 'Prefer: respond-async': status, "
+    summary="a backup, restore, rollback or drill started with 'Prefer: respond-async': status, "
     "elapsed time, result",
     responses=problem_responses(404),
 )
