@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.devdb import DevServer
+from bmc_pipeline.engine import spillmap
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.digest import StateDigest
@@ -25,6 +26,14 @@ from bmc_pipeline.engine.store import BackupStore
 from tests.support import make_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True, params=["maps in memory", "maps spilled to disk"])
+def maps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scenario twice: with the restore's id maps in memory, and spilled to SQLite files
+    (as a restore of more than spillmap.DEFAULT_LIMIT documents has them)."""
+    if request.param == "maps spilled to disk":
+        monkeypatch.setattr(spillmap, "DEFAULT_LIMIT", 4)
 
 
 def state(db: Any, name: str) -> tuple[int, str]:

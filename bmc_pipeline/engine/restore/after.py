@@ -15,7 +15,7 @@ while writing) is rolled back without this check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from bmc_pipeline.engine.errors import GuardedError, IntegrityError
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_element
 from bmc_pipeline.engine.restore.plan import PlanFiles
+from bmc_pipeline.engine.spillmap import SpillMap
 
 AFTER_FILE = f".after{ARCHIVE_SUFFIX}"  # a collection's name cannot start with '.'
 _SHOWN_IDS = 5
@@ -46,9 +47,11 @@ def touched(plan: PlanFiles) -> Iterator[bytes]:
             yield id_element(raw)
 
 
-def left(read_back: dict[bytes, bytes], ids: Iterable[bytes]) -> dict[bytes, bytes | None]:
-    """What the restore left of ``ids``, from the collection its verification read back."""
-    return {elem: read_back.get(elem) for elem in ids}
+def left(read_back: SpillMap, ids: Iterable[bytes]) -> Iterator[tuple[bytes, bytes | None]]:
+    """What the restore left of ``ids``, from the collection its verification read back
+    (streamed: a restore of millions records it without holding it)."""
+    for elem in ids:
+        yield elem, read_back.get(elem)
 
 
 def current_hashes(coll: Any, ids: Iterable[bytes], batch: int) -> dict[bytes, bytes | None]:
@@ -77,9 +80,10 @@ def record(
     keyring: KeyRing,
     payload_dir: Path,
     rollback_id: str,
-    state: AfterState,
+    state: Mapping[str, Iterable[tuple[bytes, bytes | None]]],
 ) -> None:
-    """Write ``state`` into the rollback point's directory, encrypted and authenticated."""
+    """Write ``state`` (per target, pairs of id element and hash) into the rollback point's
+    directory, encrypted and authenticated."""
     with atomic_write(payload_dir / AFTER_FILE, mode=settings.storage.file_mode) as fh:
         w = ArchiveWriter(
             fh,
@@ -89,8 +93,8 @@ def record(
             name=AFTER_FILE,
         )
         w.write_document(bson.encode({"rollback_id": rollback_id}))
-        for target, hashes in state.items():
-            for elem, digest in hashes.items():
+        for target, pairs in state.items():
+            for elem, digest in pairs:
                 w.write_document(bson.encode({"c": target, "i": elem, "h": digest}))
         w.close()
 

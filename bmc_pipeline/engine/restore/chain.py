@@ -20,6 +20,7 @@ from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import BackupNotFoundError
 from bmc_pipeline.engine.manifest import PARTS, CollectionEntry, Manifest
 from bmc_pipeline.engine.rawbson import id_element
+from bmc_pipeline.engine.spillmap import SpillMap
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 from bmc_pipeline.engine.validate import verify_archive
 
@@ -129,27 +130,36 @@ def verify_chain(points: list[BackupPoint], keyring: KeyRing) -> None:
 
 
 def point_documents(
-    points: list[BackupPoint], keyring: KeyRing
+    points: list[BackupPoint], keyring: KeyRing, spill_dir: Path | None = None
 ) -> tuple[Iterator[bytes], set[bytes]]:
-    """(documents of the final state, ids the chain deleted that the state does not hold)."""
-    desired = dict(parse_index_entry(r) for r in points[-1].documents("index", keyring))
+    """(documents of the final state, ids the chain deleted that the state does not hold).
+
+    The point's index (id -> hash, one entry per document) is a :class:`SpillMap` in
+    ``spill_dir``: memory stays flat however large the collection.
+    """
+    desired = SpillMap(
+        (parse_index_entry(r) for r in points[-1].documents("index", keyring)),
+        directory=spill_dir,
+    )
     deleted: set[bytes] = set()
     for p in points[1:]:
         if p.entry.tombstones is not None:
             deleted.update(id_element(r) for r in p.documents("tombstones", keyring))
-    deleted -= desired.keys()
+    deleted = {d for d in deleted if d not in desired}
 
     def docs() -> Iterator[bytes]:
         # Newest archive first: the first version whose hash is in the index is the one of this
-        # point. Popping it means older versions of the same id no longer match, and the map
-        # shrinks as the restore goes.
-        for p in reversed(points):
-            for raw in p.documents("documents", keyring):
-                elem = id_element(raw)
-                if desired.get(elem) != document_hash(raw):
-                    continue
-                del desired[elem]
-                yield raw
+        # point. Popping it means older versions of the same id no longer match.
+        try:
+            for p in reversed(points):
+                for raw in p.documents("documents", keyring):
+                    elem = id_element(raw)
+                    if desired.get(elem) != document_hash(raw):
+                        continue
+                    desired.pop(elem)
+                    yield raw
+        finally:
+            desired.close()
 
     return docs(), deleted
 

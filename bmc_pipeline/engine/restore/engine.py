@@ -61,6 +61,7 @@ from bmc_pipeline.engine.restore.write import (
     read_target,
     replace,
 )
+from bmc_pipeline.engine.spillmap import SpillMap
 from bmc_pipeline.engine.store import BackupStore
 from bmc_pipeline.engine.vocabulary import Strategy
 
@@ -121,8 +122,9 @@ class _Planned:
     before_count: int
     expected: StateDigest | None  # the backup's digest, when the restore is complete into empty
     shape: CollectionShape | None  # recorded options and indexes, unless --no-indexes
-    # what the restore left of every document it touched (see .after), from the verification
-    left: dict[bytes, bytes | None] = field(default_factory=dict)
+    # the collection as its verification read it back (id -> hash, on disk past a size): what
+    # the restore left of every document it touched is recorded from it (see .after)
+    read_back: SpillMap | None = None
 
 
 class RestoreEngine:
@@ -299,10 +301,16 @@ class RestoreEngine:
     def _record_after(self, rid: str, planned: list[_Planned]) -> None:
         """What the restore left, for the rollback's check that nobody changed it since."""
         t = time.monotonic()
-        state = {p.report.target_collection: p.left for p in planned}
+        state = {
+            p.report.target_collection: after.left(p.read_back, after.touched(p.plan))
+            for p in planned
+            if p.read_back is not None
+        }
         after.record(self.settings, self.keyring, self.store.ref(rid).payload_dir, rid, state)
         for p in planned:
             p.report.phases_s["record_after"] = time.monotonic() - t
+            if p.read_back is not None:
+                p.read_back.close()
 
     def _after_failed_write(self, rid: str, exc: Exception, *, auto: bool) -> None:
         """A write failed half-way: undo it from the rollback point, or say how to; always raises."""
@@ -348,7 +356,7 @@ class RestoreEngine:
                 f"verifying {len(points)} backup(s)"
             )
             verify_chain(points, self.keyring)
-            docs, deleted = point_documents(points, self.keyring)
+            docs, deleted = point_documents(points, self.keyring, tmp)
             report.phase("verify_backup", started)
             expected = points[-1].entry.state.digest_value()
             if opts.indexes:
@@ -358,7 +366,7 @@ class RestoreEngine:
 
         coll = self.db[target]
         t = time.monotonic()
-        before, before_digest = read_target(coll, self.settings.mongodb.batch_size)
+        before, before_digest = read_target(coll, self.settings.mongodb.batch_size, tmp)
         plan = PlanFiles(tmp, self.keyring, self.settings)
         quarantine = Quarantine(
             self.store, self.keyring, target,
@@ -400,9 +408,10 @@ class RestoreEngine:
             report.quarantine_file = str(quarantine.path)
             report.quarantine_id = quarantine.quarantine_id
         report.phase("plan", t)
-        complete = not before and not filters.selective and legacy is None
-        # the maps of the plan are not needed any more: only the counts are kept
-        return _Planned(opts, report, coll, plan, before_digest, len(before),
+        before_count = len(before)
+        before.close()  # the plan is written: only the counts are kept
+        complete = before_count == 0 and not filters.selective and legacy is None
+        return _Planned(opts, report, coll, plan, before_digest, before_count,
                         expected if complete else None, shape)  # fmt: skip
 
     def _apply(self, p: _Planned) -> None:
@@ -417,7 +426,7 @@ class RestoreEngine:
         if p.shape is not None and p.before_count > 0:  # documents there: indexes after
             report.indexes_created, index_errors = create_indexes(coll, p.shape)
         t = report.phase("write", t)
-        read_back = verify_restore(
+        p.read_back = verify_restore(
             coll,
             p.plan,
             report,
@@ -425,8 +434,6 @@ class RestoreEngine:
             expected=p.expected,
             batch_size=self.settings.mongodb.batch_size,
         )
-        p.left = after.left(read_back, after.touched(p.plan))
-        del read_back
         if p.shape is not None:
             missing_because_failed = {f"index {name} is missing" for name in index_errors}
             differences = list(index_errors.values()) + [

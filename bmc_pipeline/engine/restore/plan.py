@@ -27,6 +27,7 @@ from bmc_pipeline.engine.restore.merge import merge_documents
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import CODEC, Log, fetch_current
 from bmc_pipeline.engine.schema import invalid_reason
+from bmc_pipeline.engine.spillmap import SpillMap
 from bmc_pipeline.engine.vocabulary import Strategy
 
 
@@ -90,7 +91,7 @@ class RestorePlanner:
     def run(
         self,
         docs: Iterator[bytes],
-        before: dict[bytes, bytes],
+        before: SpillMap,
         filters: RestoreFilters,
         quarantine: Quarantine,
         fail_fast: bool,
@@ -100,7 +101,7 @@ class RestorePlanner:
         report, plan = self.report, self.plan
         conflicts: list[tuple[bytes, bytes]] = []
         # a backup chain holds each id once; a file found on disk may hold one twice
-        seen_ids: set[bytes] | None = set() if dedupe else None
+        seen_ids = SpillMap(directory=self.plan.dir) if dedupe else None
         next_report = time.monotonic() + 2.0
         for raw in docs:
             report.read += 1
@@ -117,7 +118,7 @@ class RestorePlanner:
                     report.duplicates += 1
                     report.sample("duplicate", elem)
                     continue
-                seen_ids.add(elem)
+                seen_ids[elem] = b""
             reason = invalid_reason(raw, self.cfg.required_fields)
             if reason:
                 report.invalid += 1

@@ -14,6 +14,7 @@ from bmc_pipeline.engine.rawbson import decode_id, id_element
 from bmc_pipeline.engine.restore.plan import PlanFiles
 from bmc_pipeline.engine.restore.report import RestoreReport
 from bmc_pipeline.engine.restore.write import read_target
+from bmc_pipeline.engine.spillmap import SpillMap
 
 MAX_LISTED = 20  # documents named in the report when they do not read back
 
@@ -26,14 +27,14 @@ def verify_restore(
     before_count: int,
     expected: StateDigest | None,
     batch_size: int,
-) -> dict[bytes, bytes]:
+) -> SpillMap:
     """Set ``report.verified`` and say in ``report.verification`` what was compared; returns the
     collection as read (id element -> content hash), what the rollback's check starts from.
 
     ``expected`` is the backup point's state digest, given only when the restore was complete
     (no filters, not a legacy file) into a collection that was empty.
     """
-    after, digest = read_target(coll, batch_size)
+    after, digest = read_target(coll, batch_size, plan.dir)
     ok = True
     written = 0
     for name in ("insert", "replace"):

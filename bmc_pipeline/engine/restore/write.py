@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import bson
@@ -18,6 +19,7 @@ from bmc_pipeline.engine.bsonstream import bson_documents
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.mongo import insert_raw, is_mock, raw_batches, replace_batch, with_retries
 from bmc_pipeline.engine.rawbson import decode_id, id_element
+from bmc_pipeline.engine.spillmap import SpillMap
 
 CODEC: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
     tz_aware=True, datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO
@@ -34,9 +36,12 @@ def split(batch: bytes) -> Iterator[bytes]:
     return bson_documents(batch, where="server batch")
 
 
-def read_target(coll: Any, batch_size: int) -> tuple[dict[bytes, bytes], StateDigest]:
-    """The target's id -> content hash map and its state digest, in one read."""
-    state: dict[bytes, bytes] = {}
+def read_target(
+    coll: Any, batch_size: int, spill_dir: Path | None = None
+) -> tuple[SpillMap, StateDigest]:
+    """The target's id -> content hash map and its state digest, in one read (the map spills
+    into ``spill_dir`` past a size, so memory stays flat for any collection)."""
+    state = SpillMap(directory=spill_dir)
     digest = StateDigest()
 
     def read() -> None:
