@@ -8,7 +8,9 @@ each), then measures in the same run:
 * the floor: a plain pymongo ``find_raw_batches`` read of the whole collection;
 * a full backup of the collection (documents per second, and its ratio to the floor);
 * peak memory of full backups of 10,000 and N documents (child processes);
-* an incremental after 1 % more documents arrived, as a share of the full backup's time.
+* an incremental after 1 % more documents arrived, as a share of the full backup's time;
+* validating the full backup (every archive decrypted, authenticated and its documents counted),
+  in a child process: time, and peak memory.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.mongo import connect
 from bmc_pipeline.engine.sample_data import generate
 from bmc_pipeline.engine.store import BackupStore
+from bmc_pipeline.engine.validate import validate_backup
 
 
 def engine(uri: str, database: str, backup_dir: Path, key: bytes, collection: str) -> BackupEngine:
@@ -51,13 +54,26 @@ def memory_child(uri: str, database: str, collection: str) -> None:
         print(r.collections[collection].documents.documents, f"{base:.1f}", f"{peak_rss_mib():.1f}")
 
 
+def validate_child(backup_dir: str, key_hex: str, backup_id: str) -> None:
+    store = BackupStore(Path(backup_dir))
+    t0 = time.perf_counter()
+    report = validate_backup(
+        store, store.resolve(backup_id), KeyRing([Key(bytes.fromhex(key_hex))])
+    )
+    print(int(report.ok), f"{time.perf_counter() - t0:.3f}", f"{peak_rss_mib():.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=100_000)
     ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--validate-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
+        return
+    if args.validate_child:
+        validate_child(*args.validate_child)
         return
 
     with tempfile.TemporaryDirectory() as tmp, server_uri(Path(tmp)) as uri:
@@ -92,6 +108,14 @@ def run(uri: str, n: int, tmp: Path) -> None:
     print(
         f"full backup:              {n / t_full:8.0f} docs/s  ours/floor {floor / t_full:.2f}  "
         f"({full.size_bytes / 1e6:.1f} MB stored)"
+    )
+
+    ok, t_val, peak = in_child(
+        "benchmarks.backup", "--validate-child", str(tmp / "backups"), key.hex(), full.backup_id
+    )
+    print(
+        f"validate the full backup:  {n / max(float(t_val), 1e-3):8.0f} docs/s  ({float(t_val):.1f} s, "
+        f"ok={bool(int(ok))}, peak RSS {float(peak):.0f} MiB)"
     )
 
     # 1 % new documents. (Updating 1 % in place would test the same code path, but FerretDB's
