@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=100_000)
     ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--validate-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--memory-only", action="store_true", help="load, then only the peak-memory measurements"
+    )
     args = ap.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
@@ -77,10 +80,10 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp, server_uri(Path(tmp)) as uri:
-        run(uri, args.conversations, Path(tmp))
+        run(uri, args.conversations, Path(tmp), memory_only=args.memory_only)
 
 
-def run(uri: str, n: int, tmp: Path) -> None:
+def run(uri: str, n: int, tmp: Path, *, memory_only: bool = False) -> None:
     database = "bmc_bench"
     db = connect(uri)[database]
     print(f"server: {server_name()}")
@@ -90,6 +93,9 @@ def run(uri: str, n: int, tmp: Path) -> None:
     for name in ("conv_big", "conv_small"):
         db[name].create_index("updated_at")
     print(f"loaded {n} + 10000 conversations in {time.perf_counter() - t0:.0f} s")
+    if memory_only:
+        memory(uri, database)
+        return
 
     t0 = time.perf_counter()
     raw = 0
@@ -137,6 +143,11 @@ def run(uri: str, n: int, tmp: Path) -> None:
         f"{t_full:.1f} s ({c.documents.documents} new documents stored)"
     )
 
+    memory(uri, database)
+
+
+def memory(uri: str, database: str) -> None:
+    """Peak memory of full backups of 10,000 and of N documents, each in a child process."""
     for coll in ("conv_small", "conv_big"):
         count, base, peak = in_child("benchmarks.backup", "--memory-child", uri, database, coll)
         print(
