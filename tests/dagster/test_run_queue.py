@@ -5,6 +5,7 @@ never overlap."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -70,6 +71,9 @@ def test_three_queued_restores_run_one_at_a_time_under_the_daemon(
             finally:
                 os.killpg(daemon.pid, signal.SIGTERM)
                 daemon.wait(timeout=60)
+                # the code server the daemon started shares its process group and can outlive it
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(daemon.pid, signal.SIGKILL)
             records = instance.get_run_records(dg.RunsFilter(run_ids=ids))
         assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 3
         spans = sorted((r.start_time, r.end_time) for r in records)
