@@ -271,6 +271,7 @@ class DevDbSettings(_Strict):
     port: int = Field(default=27217, ge=1024, le=65535)
     data_dir: str = ".bmc/devdb"
     tools_dir: str = ".tools"
+    oplog: bool = True  # replica set rs0 with an emulated oplog, for `bmc-backup capture`
 
 
 class ApiSettings(_Strict):
@@ -317,6 +318,16 @@ class ApiSettings(_Strict):
         return v
 
 
+class CaptureSettings(_Strict):
+    """Continuous capture of the change log (`bmc-backup capture`, docs/CAPTURE.md)."""
+
+    # true: capture is expected to run, and `status --check` fails when it lags or stopped
+    enabled: bool = False
+    segment_seconds: float = Field(default=30.0, ge=1, le=3600)  # a segment is sealed this often
+    max_lag_seconds: float = Field(default=120.0, gt=0)  # newest sealed time older: an alert
+    source: Literal["auto", "oplog", "change-stream"] = "auto"
+
+
 class AuditSettings(_Strict):
     """The hash-chained audit log of every operation (API, command line, Dagster jobs)."""
 
@@ -341,6 +352,7 @@ class Settings(_Strict):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     # Secrets of the alert channels, from the environment only; never in repr or in a dump.
     smtp_password: str | None = Field(default=None, repr=False, exclude=True)

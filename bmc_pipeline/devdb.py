@@ -25,6 +25,8 @@ from bmc_pipeline.engine.errors import DevServerError
 
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
+REPLICA_SET = "rs0"
+OPLOG_BYTES = 1 << 30  # the emulated oplog's cap: older entries go once it holds this much
 
 
 def _say(msg: str) -> None:
@@ -117,6 +119,9 @@ class DevServer:
     binary: Path
     data_dir: Path
     port: int
+    # started as replica set "rs0" with a capped local.oplog.rs: FerretDB then keeps its emulated
+    # oplog, which continuous capture tails (every write also writes an oplog entry)
+    oplog: bool = False
 
     @property
     def uri(self) -> str:
@@ -168,6 +173,8 @@ class DevServer:
             "--telemetry=disable",
             "--log-level=warn",
         ]
+        if self.oplog:
+            args.append(f"--repl-set-name={REPLICA_SET}")
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 args,
@@ -184,12 +191,27 @@ class DevServer:
                 tail = self.log_file.read_text(errors="replace")[-1500:]
                 raise DevServerError(f"FerretDB exited at start (code {proc.returncode}):\n{tail}")
             if port_open(self.port):
+                if self.oplog:
+                    self.ensure_oplog()
                 return self.uri
             time.sleep(0.1)
         self.stop()
         raise DevServerError(
             f"FerretDB did not listen on port {self.port} within {timeout_s:.0f} s"
         )
+
+    def ensure_oplog(self) -> None:
+        """Create the capped ``local.oplog.rs`` FerretDB logs writes into, once."""
+        import pymongo
+
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            self.uri, directConnection=True, serverSelectionTimeoutMS=10_000
+        )
+        try:
+            if "oplog.rs" not in client["local"].list_collection_names():
+                client["local"].create_collection("oplog.rs", capped=True, size=OPLOG_BYTES)
+        finally:
+            client.close()
 
     def stop(self, *, timeout_s: float = 10.0) -> bool:
         """Stop the server if it runs; returns whether one was stopped."""
@@ -227,9 +249,9 @@ class DevServer:
 
 
 @contextlib.contextmanager
-def ephemeral_server(binary: Path, data_dir: Path) -> Iterator[DevServer]:
+def ephemeral_server(binary: Path, data_dir: Path, *, oplog: bool = False) -> Iterator[DevServer]:
     """A throwaway server on a free port, stopped when the block ends (for tests and benchmarks)."""
-    server = DevServer(binary=binary, data_dir=data_dir, port=free_port())
+    server = DevServer(binary=binary, data_dir=data_dir, port=free_port(), oplog=oplog)
     server.start(die_with_parent=True)
     try:
         yield server

@@ -7,7 +7,8 @@ the error's class in ``engine/errors.py`` (docs/CLI.md lists them).
 
 Commands live by area: ``backups`` (backup, list, validate, export, push, pull, delete),
 ``recovery`` (restore, rollback, scan, recover), ``admin`` (keygen, seed, rotate, status, doctor,
-demo), ``servers`` (the devdb, api, api-token and audit groups) and ``quarantine``.
+demo), ``capture`` (the long-running capture), ``servers`` (the devdb, api, api-token and audit
+groups) and ``quarantine``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 import click
 
-from bmc_pipeline.cli import admin, backups, quarantine, recovery, servers
+from bmc_pipeline.cli import admin, backups, capture, quarantine, recovery, servers
 from bmc_pipeline.engine.errors import EXIT_INTERRUPTED, BmcError
 
 
@@ -36,7 +37,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.ensure_object(dict)["config"] = config
 
 
-for area in (backups, recovery, admin):
+for area in (backups, recovery, admin, capture):
     area.commands.register(cli)
 servers.register(cli)
 quarantine.register(cli)

@@ -25,7 +25,9 @@ def _tools(settings: Settings) -> Path:
 
 def _server(settings: Settings) -> DevServer:
     d = settings.devdb
-    return DevServer(ferretdb_binary(_tools(settings)), settings.path(d.data_dir), d.port)
+    return DevServer(
+        ferretdb_binary(_tools(settings)), settings.path(d.data_dir), d.port, oplog=d.oplog
+    )
 
 
 def _print_status(server: DevServer, json: bool) -> None:
@@ -54,7 +56,8 @@ def devdb_start(settings: Settings, json: bool) -> int:
     if json:
         _print_status(server, json)
     else:
-        print(f"FerretDB running at {uri} (data in {server.data_dir})")
+        oplog = " with its emulated oplog (replica set rs0)" if server.oplog else ""
+        print(f"FerretDB running at {uri}{oplog} (data in {server.data_dir})")
     return EXIT_OK
 
 

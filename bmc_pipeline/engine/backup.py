@@ -1,39 +1,53 @@
 """Collections to archives: full backups, and incrementals with tombstones.
 
-Each backup point of a collection stores up to three archives beside its manifest:
+Each backup point of a collection stores up to two archives beside its manifest:
 
 * ``<name>.bson.zst.enc``: documents (all of them for a full; the changed ones for an incremental);
-* ``<name>.tombstones.bson.zst.enc``: ``{"_id": ...}`` of documents deleted since the parent point;
-* ``<name>.index.bson.zst.enc``: ``{"_id": ..., "h": <sha256 of the document>}`` for every document
-  in the collection at this point. The next incremental diffs against it (which ids are gone,
-  which contents changed), and the state digest is the sum of its hashes.
+* ``<name>.tombstones.bson.zst.enc``: ``{"_id": ...}`` of documents deleted since the parent point.
 
 A chain of a full and its incrementals therefore restores the exact state at any of its points,
-deletions included.
+deletions included. No point stores an index of the whole collection: an incremental needs the
+parent's ``_id -> hash`` map, and rebuilds it from the chain's archives (a local read, no query);
+the state digest is carried forward from the parent's by subtracting what changed or went and
+adding the new versions. Backups written before this kept a ``.index`` archive; it is still
+validated, and no longer read.
+
+An incremental's changes come from the server (documents whose timestamp moved, or every
+document when a collection has none) or, when continuous capture covers the interval since the
+parent, from the captured segments alone (:mod:`.capture`), without reading the collection.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from bmc_pipeline import __version__
 from bmc_pipeline.config import Settings, check_collection_name
 from bmc_pipeline.engine.archive import (
     ARCHIVE_SUFFIX,
-    ArchiveReader,
     ArchiveStats,
     ArchiveWriter,
 )
 from bmc_pipeline.engine.bsonstream import bson_documents
+from bmc_pipeline.engine.capture.coverage import CapturedChanges, captured_changes
+from bmc_pipeline.engine.chain import (
+    point_documents,
+    point_state,
+    resolve_chain,
+    verify_chain,
+)
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest, document_hash
-from bmc_pipeline.engine.errors import BmcError, IntegrityError
+from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.files import BlobStore, FilesSnapshot, snapshot_files
+from bmc_pipeline.engine.incremental import Delta, from_capture, from_scan, from_timestamps
 from bmc_pipeline.engine.manifest import (
     FORMAT,
     ArchiveEntry,
@@ -43,7 +57,7 @@ from bmc_pipeline.engine.manifest import (
     StateEntry,
 )
 from bmc_pipeline.engine.mongo import collection_metadata, raw_batches, with_retries
-from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
+from bmc_pipeline.engine.rawbson import id_element
 from bmc_pipeline.engine.store import (
     MANIFEST_VERSION,
     BackupRef,
@@ -75,9 +89,9 @@ class CollectionBackup:
     parent: str | None
     documents: ArchiveStats
     tombstones: ArchiveStats | None
-    index: ArchiveStats
     state: StateDigest
-    watermark: datetime
+    watermark: datetime  # changes after it are in the next point (taken before the read)
+    read_until: datetime  # the read ended: the point holds the state at any time after it
     change_detection: str
     metadata: dict[str, Any]
     duration_s: float
@@ -96,7 +110,7 @@ class CollectionBackup:
             change_detection=self.change_detection,
             documents=arch(self.documents, ""),
             tombstones=arch(self.tombstones, ".tombstones") if self.tombstones else None,
-            index=arch(self.index, ".index"),
+            read_until=self.read_until.isoformat(),
             state=StateEntry(documents=self.state.count, digest=self.state.hexdigest),
             metadata=self.metadata,
             duration_s=round(self.duration_s, 3),
@@ -123,7 +137,7 @@ class BackupResult:
         total = sum(
             s.stored_bytes
             for c in self.collections.values()
-            for s in (c.documents, c.tombstones, c.index)
+            for s in (c.documents, c.tombstones)
             if s is not None
         )
         return total + (self.files.new_bytes if self.files else 0)
@@ -154,21 +168,7 @@ class BackupResult:
         }
 
 
-def index_entry(elem: bytes, h: bytes) -> bytes:
-    """Raw BSON ``{"_id": <id>, "h": BinData(0, <32 bytes>)}``, built without an encoder."""
-    id_doc = id_document(elem)
-    body = id_doc[4:-1] + b"\x05h\x00" + (32).to_bytes(4, "little") + b"\x00" + h
-    return (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
-
-
-def parse_index_entry(raw: bytes) -> tuple[bytes, bytes]:
-    """Inverse of :func:`index_entry`: (id element, document hash)."""
-    if len(raw) < 46 or raw[-41:-33] != b"\x05h\x00" + (32).to_bytes(4, "little") + b"\x00":
-        raise IntegrityError("malformed index entry")
-    return id_element(raw), raw[-33:-1]
-
-
-PARTS = ("", ".index", ".tombstones")  # file name suffixes of one collection's archives
+PARTS = ("", ".tombstones")  # file name suffixes of one collection's archives
 
 
 def _docs_in(batches: Iterable[bytes], name: str, throttle: Throttle) -> Iterator[bytes]:
@@ -198,23 +198,9 @@ class BackupEngine:
         self.retry_backoff_s = retry_backoff_s
         # one budget for the whole backup point (mongodb.max_read_mb_per_s; none: full speed)
         self.throttle = Throttle(settings.mongodb.max_read_mb_per_s)
-
-    def load_index(self, ref: BackupRef, entry: CollectionEntry) -> dict[bytes, bytes]:
-        """The id -> document hash map of a collection at a backup point."""
-        if entry.index is None:
-            raise IntegrityError(
-                f"backup {ref.backup_id} keeps no id index for this collection; "
-                "an incremental cannot be built on it: take a full backup",
-                path=str(ref.manifest_path),
-                reason="no-index",
-            )
-        path = ref.manifest_path.parent / entry.index.file
-        state: dict[bytes, bytes] = {}
-        with path.open("rb") as fh:
-            for raw in ArchiveReader(fh, self.keyring, name=str(path)).documents():
-                elem, h = parse_index_entry(raw)
-                state[elem] = h
-        return state
+        # the captured changes an incremental reads instead of the collection, where they cover
+        # the interval since its parent (None: none were captured)
+        self.capture: CapturedChanges | None = captured_changes(store, keyring)
 
     # -- one collection ---------------------------------------------------------------------
     def _backup_collection(
@@ -243,86 +229,78 @@ class BackupEngine:
             )
 
         docs_w = writer("")
-        index_w = writer(".index")
-        digest = StateDigest()
         tomb_stats: ArchiveStats | None = None
         parent_id: str | None = None
+        read_until: datetime | None = None
         if mode == "full" or parent is None:
             detection = "full"
+            digest = StateDigest()
             for n, raw in enumerate(
                 _docs_in(raw_batches(coll, batch_size=batch), name, self.throttle), 1
             ):
-                h = document_hash(raw)
                 docs_w.write_batch(raw)
-                index_w.write_batch(index_entry(id_element(raw), h))
-                digest.add_hash(h)
+                digest.add_hash(document_hash(raw))
                 if n % 50_000 == 0:
                     self.log(f"{name}: {n} documents")
         else:
             parent_ref, parent_manifest = parent
             parent_id = parent_ref.backup_id
             pentry = parent_manifest.collections[name]
-            state = self.load_index(parent_ref, pentry)
-            tomb_w = writer(".tombstones")
-            ts_field = coll_cfg.timestamp_field
-            if ts_field:
-                detection = "timestamp"
-                since = datetime.fromisoformat(str(pentry.watermark)) - TIMESTAMP_OVERLAP
-                written: set[bytes] = set()
-                for raw in _docs_in(
-                    raw_batches(coll, {ts_field: {"$gte": since}}, batch_size=batch),
-                    name,
-                    self.throttle,
-                ):
-                    elem, h = id_element(raw), document_hash(raw)
-                    if state.get(elem) != h:
-                        docs_w.write_batch(raw)
-                        state[elem] = h
-                    written.add(elem)
-                current = {
-                    id_element(raw)
-                    for raw in _docs_in(
-                        raw_batches(coll, None, {"_id": 1}, batch_size=batch * 10),
-                        name,
-                        self.throttle,
+            parent_watermark = datetime.fromisoformat(str(pentry.watermark))
+            with tempfile.TemporaryDirectory(prefix="bmc-incremental-") as spill:
+                spill_dir = Path(spill)
+                points = resolve_chain(self.store, self.keyring, parent_id, name)
+                verify_chain(points, self.keyring)
+                delta = Delta(
+                    point_state(points, self.keyring, spill_dir),
+                    pentry.state.digest_value(),
+                    docs_w,
+                    writer(".tombstones"),
+                )
+
+                def parent_ids() -> Iterator[bytes]:
+                    docs, _ = point_documents(points, self.keyring, spill_dir)
+                    return (id_element(raw) for raw in docs)
+
+                def documents(batches: Iterable[bytes]) -> Iterator[bytes]:
+                    return _docs_in(batches, name, self.throttle)
+
+                captured = (
+                    self.capture.changes_since(name, parent_watermark)
+                    if self.capture is not None
+                    else None
+                )
+                if captured is not None:
+                    detection = "capture"
+                    read_until, layers = captured
+                    watermark = read_until  # the state is the one at the end of the capture
+                    from_capture(delta, layers)
+                elif coll_cfg.timestamp_field:
+                    detection = "timestamp"
+                    from_timestamps(
+                        delta,
+                        coll,
+                        documents,
+                        ts_field=coll_cfg.timestamp_field,
+                        since=parent_watermark - TIMESTAMP_OVERLAP,
+                        batch=batch,
+                        parent_ids=parent_ids(),
                     )
-                }
-                # Documents with no (or an old) timestamp that the parent never saw.
-                unseen = [e for e in current if e not in state and e not in written]
-                for i in range(0, len(unseen), 1000):
-                    ids = [decode_id(e) for e in unseen[i : i + 1000]]
-                    for raw in _docs_in(
-                        raw_batches(coll, {"_id": {"$in": ids}}, batch_size=batch),
-                        name,
-                        self.throttle,
-                    ):
-                        docs_w.write_batch(raw)
-                        state[id_element(raw)] = document_hash(raw)
-            else:
-                detection = "content-hash"
-                current = set()
-                for raw in _docs_in(raw_batches(coll, batch_size=batch), name, self.throttle):
-                    elem, h = id_element(raw), document_hash(raw)
-                    current.add(elem)
-                    if state.get(elem) != h:
-                        docs_w.write_batch(raw)
-                        state[elem] = h
-            for elem in [e for e in state if e not in current]:
-                tomb_w.write_batch(id_document(elem))
-                del state[elem]
-            for elem, h in state.items():
-                index_w.write_batch(index_entry(elem, h))
-                digest.add_hash(h)
-            tomb_stats = tomb_w.close()
+                else:
+                    detection = "content-hash"
+                    from_scan(delta, coll, documents, batch=batch, parent_ids=parent_ids())
+                delta.state.close()
+            digest = delta.digest
+            tomb_stats = delta.tombstones.close()
         return CollectionBackup(
             name=name,
             mode="full" if parent_id is None else "incremental",
             parent=parent_id,
             documents=docs_w.close(),
             tombstones=tomb_stats,
-            index=index_w.close(),
             state=digest,
             watermark=watermark,
+            read_until=read_until or datetime.now(timezone.utc),
             change_detection=detection,
             metadata=metadata,
             duration_s=time.monotonic() - started,

@@ -93,6 +93,7 @@ class CollectionEntry(_Open):
     mode: str  # full, incremental or rollback
     parent: str | None = None
     watermark: str | None = None  # where the next incremental's timestamp query starts
+    read_until: str | None = None  # the read ended: the state of any time after it (capture)
     timestamp_field: str | None = None
     change_detection: str | None = None  # full, timestamp or hash
     documents: ArchiveEntry

@@ -75,7 +75,7 @@ def test_a_restore_whose_maps_spill_verifies_and_rolls_back(
     report = engine.restore(full_backup.backup_id, "conversations", strategy="overwrite")
     assert report.verified, report.verification
     assert (report.inserted, report.overwritten) == (7, 3)
-    assert len(spilled) >= 3  # the target, the point's index, the read-back
+    assert len(spilled) >= 2  # the target and the read-back (a full alone needs no id map)
     result = engine.rollback(report.rollback_id or "")
     assert result["verified"], result
     assert sorted(convs.find({}), key=lambda d: str(d["_id"])) == before

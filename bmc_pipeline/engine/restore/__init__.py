@@ -3,14 +3,14 @@
 Where a change goes:
 
 * which documents (dates, sessions, queries): :mod:`.filters`;
-* which backup points (fulls, incrementals, a point in time): :mod:`.chain`;
+* which backup points (fulls, incrementals, a point in time): :mod:`..chain`;
 * what happens to a document that already exists (the strategies): :mod:`.plan`, :mod:`.merge`;
 * the undo: :mod:`.rollback`; batched writes: :mod:`.write`; the proof: :mod:`.verify`;
 * collection options and indexes: :mod:`.indexes`; the chatbot's files: :mod:`.files`;
 * JSON files found on disk: :mod:`.legacy`; the order of it all: :mod:`.engine`.
 """
 
-from bmc_pipeline.engine.restore.chain import collections_at
+from bmc_pipeline.engine.chain import collections_at
 from bmc_pipeline.engine.restore.engine import (
     FilesRequest,
     RestoreEngine,

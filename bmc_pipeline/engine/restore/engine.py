@@ -16,13 +16,20 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings, check_collection_name
+from bmc_pipeline.engine.capture.coverage import captured_changes
+from bmc_pipeline.engine.chain import (
+    collections_at,
+    point_documents,
+    resolve_chain,
+    verify_chain,
+)
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError, PartialRestoreError
@@ -31,12 +38,6 @@ from bmc_pipeline.engine.locks import restoring
 from bmc_pipeline.engine.quarantine import Quarantine
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore import after
-from bmc_pipeline.engine.restore.chain import (
-    collections_at,
-    point_documents,
-    resolve_chain,
-    verify_chain,
-)
 from bmc_pipeline.engine.restore.files import FilesPlan, FilesRestoreReport, files_point
 from bmc_pipeline.engine.restore.filters import RestoreFilters
 from bmc_pipeline.engine.restore.indexes import (
@@ -125,6 +126,12 @@ class _Planned:
     # the collection as its verification read it back (id -> hash, on disk past a size): what
     # the restore left of every document it touched is recorded from it (see .after)
     read_back: SpillMap | None = None
+
+
+def _summed(docs: Iterator[bytes], digest: StateDigest) -> Iterator[bytes]:
+    for raw in docs:
+        digest.add(raw)
+        yield raw
 
 
 class RestoreEngine:
@@ -346,9 +353,17 @@ class RestoreEngine:
         if legacy is not None:
             docs, deleted = iter(legacy), set[bytes]()
         else:
-            points = resolve_chain(
-                self.store, self.keyring, opts.backup_id, opts.collection, filters.point_in_time
-            )
+            when = filters.point_in_time
+            captured = captured_changes(self.store, self.keyring) if when else None
+            replay = captured.base_for(opts.collection, when) if captured and when else None
+            if replay is not None:
+                base, layers, since = replay
+                points = resolve_chain(self.store, self.keyring, base.backup_id, opts.collection)
+            else:
+                points = resolve_chain(
+                    self.store, self.keyring, opts.backup_id, opts.collection, when
+                )
+                layers = []
             report.backup_id = points[-1].ref.backup_id
             report.chain = [p.ref.backup_id for p in points]
             self.log(
@@ -356,9 +371,19 @@ class RestoreEngine:
                 f"verifying {len(points)} backup(s)"
             )
             verify_chain(points, self.keyring)
-            docs, deleted = point_documents(points, self.keyring, tmp)
+            docs, deleted = point_documents(points, self.keyring, tmp, newer=layers)
             report.phase("verify_backup", started)
-            expected = points[-1].entry.state.digest_value()
+            if replay is not None and when is not None:
+                report.replay = {"to": when.isoformat(), "base": report.backup_id,
+                                 "since": since.isoformat()}  # fmt: skip
+                self.log(f"restore of {opts.collection}: replaying captured changes "
+                         f"from {since.isoformat()} to {when.isoformat()}")  # fmt: skip
+                # no digest was recorded at that second: the one of the state the backup and
+                # the replayed changes give, summed as they are read, is what must read back
+                expected = StateDigest()
+                docs = _summed(docs, expected)
+            else:
+                expected = points[-1].entry.state.digest_value()
             if opts.indexes:
                 shape = CollectionShape.of(points[-1].entry.metadata)
             if not filters.drop_deleted or filters.selective:

@@ -44,6 +44,9 @@ class RestoreReport:
     phases_s: dict[str, float] = field(default_factory=dict)  # verify, plan, rollback, write, check
     indexes_created: list[str] = field(default_factory=list)
     index_errors: list[str] = field(default_factory=list)
+    # a restore to a point in time between backups: {"to", "base", "since"} (captured changes
+    # from "since" to "to" replayed over backup point "base"); None otherwise
+    replay: dict[str, str] | None = None
 
     @property
     def restored(self) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveStats, ArchiveWriter
+from bmc_pipeline.engine.chain import BackupPoint, verify_chain
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BmcError
@@ -38,7 +39,6 @@ from bmc_pipeline.engine.manifest import (
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
 from bmc_pipeline.engine.restore import after
-from bmc_pipeline.engine.restore.chain import BackupPoint, verify_chain
 from bmc_pipeline.engine.restore.files import rollback_files
 from bmc_pipeline.engine.restore.plan import PlanFiles
 from bmc_pipeline.engine.restore.report import RestoreReport

@@ -1,4 +1,5 @@
-"""Which backup points a restore reads: the full and the incrementals up to the chosen point.
+"""Which backup points a restore (or an incremental) reads: the full and the incrementals up to the
+chosen point, and the state they give, merged newest first.
 
 A chain is resolved from a backup id, ``latest``, or a point in time (the newest point at or
 before it, within the named backup's family when an id is given). Every archive of the chain is
@@ -14,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 from bmc_pipeline.engine.archive import ArchiveReader
-from bmc_pipeline.engine.backup import parse_index_entry
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.digest import document_hash
 from bmc_pipeline.engine.errors import BackupNotFoundError
@@ -129,39 +129,84 @@ def verify_chain(points: list[BackupPoint], keyring: KeyRing) -> None:
                 verify_archive(p.path(part), archive, keyring, label)
 
 
+Change = tuple[bytes, "bytes | None"]  # (id element, raw document, or None for a deletion)
+DROPPED = b""  # the id of a change that dropped the collection: nothing older counts
+
+
+def point_changes(point: BackupPoint, keyring: KeyRing) -> Iterator[Change]:
+    """One backup point as changes, in the order a newest-first merge must see them: its
+    tombstones before its documents, because an incremental can list a document that was deleted
+    while it was being taken (the id listing after the document scan no longer saw it)."""
+    if point.entry.tombstones is not None:
+        for raw in point.documents("tombstones", keyring):
+            yield id_element(raw), None
+    for raw in point.documents("documents", keyring):
+        yield id_element(raw), raw
+
+
+def merge_newest_first(
+    layers: list[Iterator[Change]], spill_dir: Path | None = None
+) -> tuple[Iterator[bytes], set[bytes]]:
+    """The documents of a state built from layers of changes, newest layer first, and the ids
+    a layer deleted that no newer layer brought back.
+
+    The first change seen for an id decides it: a document is the id's version in the state, a
+    deletion means it is absent. So no layer needs an index of the whole collection. The ids
+    already decided are a :class:`SpillMap` in ``spill_dir`` (flat memory); the oldest layer
+    (a full backup, each id once) is only looked up, never added. The deleted set is complete
+    once the documents are exhausted. A drop (:data:`DROPPED`) ends the merge: the state holds
+    only what newer changes brought.
+    """
+    deleted: set[bytes] = set()
+
+    def docs() -> Iterator[bytes]:
+        seen = SpillMap(directory=spill_dir)
+        try:
+            for n, layer in enumerate(layers):
+                oldest = n == len(layers) - 1
+                for elem, raw in layer:
+                    if elem == DROPPED:
+                        return
+                    if elem in seen:
+                        continue
+                    if not oldest:
+                        seen[elem] = b""
+                    if raw is None:
+                        deleted.add(elem)
+                    else:
+                        yield raw
+        finally:
+            seen.close()
+
+    return docs(), deleted
+
+
 def point_documents(
-    points: list[BackupPoint], keyring: KeyRing, spill_dir: Path | None = None
+    points: list[BackupPoint],
+    keyring: KeyRing,
+    spill_dir: Path | None = None,
+    newer: list[Iterator[Change]] | None = None,
 ) -> tuple[Iterator[bytes], set[bytes]]:
     """(documents of the final state, ids the chain deleted that the state does not hold).
 
-    The point's index (id -> hash, one entry per document) is a :class:`SpillMap` in
-    ``spill_dir``: memory stays flat however large the collection.
+    ``newer`` are layers of captured changes after the chain's last point (newest first), for a
+    restore to a point in time between backups. The deleted set is complete once the documents
+    are exhausted.
     """
-    desired = SpillMap(
-        (parse_index_entry(r) for r in points[-1].documents("index", keyring)),
-        directory=spill_dir,
-    )
-    deleted: set[bytes] = set()
-    for p in points[1:]:
-        if p.entry.tombstones is not None:
-            deleted.update(id_element(r) for r in p.documents("tombstones", keyring))
-    deleted = {d for d in deleted if d not in desired}
+    layers = list(newer or []) + [point_changes(p, keyring) for p in reversed(points)]
+    return merge_newest_first(layers, spill_dir)
 
-    def docs() -> Iterator[bytes]:
-        # Newest archive first: the first version whose hash is in the index is the one of this
-        # point. Popping it means older versions of the same id no longer match.
-        try:
-            for p in reversed(points):
-                for raw in p.documents("documents", keyring):
-                    elem = id_element(raw)
-                    if desired.get(elem) != document_hash(raw):
-                        continue
-                    desired.pop(elem)
-                    yield raw
-        finally:
-            desired.close()
 
-    return docs(), deleted
+def point_state(
+    points: list[BackupPoint], keyring: KeyRing, spill_dir: Path | None = None
+) -> SpillMap:
+    """id -> content hash of every document of the chain's final state, rebuilt from the
+    archives (backups keep no index of the whole collection)."""
+    state = SpillMap(directory=spill_dir)
+    docs, _ = point_documents(points, keyring, spill_dir)
+    for raw in docs:
+        state[id_element(raw)] = document_hash(raw)
+    return state
 
 
 def collections_at(
