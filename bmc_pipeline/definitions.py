@@ -18,10 +18,11 @@ from bmc_pipeline.assets import (
     build_retention_asset,
 )
 from bmc_pipeline.config import Settings, load_settings
-from bmc_pipeline.jobs import build_jobs
+from bmc_pipeline.jobs import BACKUP_JOB_NAMES, build_jobs
 from bmc_pipeline.resources import resources_from_settings
 from bmc_pipeline.schedules import build_schedules
 from bmc_pipeline.sensors import build_sensors
+from bmc_pipeline.sensors.capture import build_capture_sensor, capture_asset_specs
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -32,10 +33,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_retention_asset(settings),
             build_health_asset(settings),
             build_drill_asset(settings),
+            *capture_asset_specs(settings),
         ],
         jobs=jobs,
         schedules=build_schedules(settings, {j.name: j for j in jobs}),
-        sensors=build_sensors(settings),
+        sensors=[
+            *build_sensors(settings),
+            build_capture_sensor(settings, BACKUP_JOB_NAMES["full"]),
+        ],
         resources=resources_from_settings(settings),
     )
 

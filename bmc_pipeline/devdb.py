@@ -26,7 +26,10 @@ from bmc_pipeline.engine.errors import DevServerError
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
 REPLICA_SET = "rs0"
-OPLOG_BYTES = 1 << 30  # the emulated oplog's cap: older entries go once it holds this much
+# the emulated oplog's cap: FerretDB drops the oldest tenth each minute while it holds more. It
+# answers every read of its oplog by going through all of it, so a larger cap (more history for a
+# capture that was down) makes each of capture's reads slower (docs/PERFORMANCE.md)
+OPLOG_BYTES = 128 << 20
 
 
 def _say(msg: str) -> None:

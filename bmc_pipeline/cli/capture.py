@@ -59,7 +59,7 @@ def capture(
         CaptureStore(store, keyring),
         source,
         database=db.name,
-        collections=list(settings.collections),
+        collections=None,  # every collection of the database: one added later is covered
         segment_seconds=segment_seconds or settings.capture.segment_seconds,
         log=log,
         notify=notify,

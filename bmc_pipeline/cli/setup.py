@@ -28,7 +28,7 @@ from bmc_pipeline.jobs.history import INSTANCE_CONFIG
 
 KEY_FILE = "keys/backup.key"
 PG_ENV = "BMC_DAGSTER_PG_URL"  # the PostgreSQL URL (with its password) stays in the environment
-UNITS = ("bmc-dagster-daemon", "bmc-dagster-webserver", "bmc-api")
+UNITS = ("bmc-dagster-daemon", "bmc-dagster-webserver", "bmc-api", "bmc-capture")
 
 
 @dataclass
@@ -268,6 +268,8 @@ def _unit(name: str, home: Path, opts: SetupOptions) -> str:
         "bmc-dagster-webserver": f"{exe / 'dagster-webserver'} -h 127.0.0.1 -p 3000 "
         f"-w {home / 'workspace.yaml'}",
         "bmc-api": f"{exe / 'bmc-backup'} --config {home / 'backup_config.json'} api serve",
+        # continuous capture (docs/CAPTURE.md): SIGTERM seals what it holds before it exits
+        "bmc-capture": f"{exe / 'bmc-backup'} --config {home / 'backup_config.json'} capture",
     }
     return f"""[Unit]
 Description=bmc-backup: {name.removeprefix("bmc-")}
@@ -286,6 +288,7 @@ UMask=0077
 ExecStart={commands[name]}
 Restart=on-failure
 RestartSec=10
+TimeoutStopSec=90
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only

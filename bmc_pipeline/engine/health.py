@@ -226,6 +226,19 @@ def health_markdown(h: dict[str, Any]) -> str:
                 f"| {r['recoverable_until'] or ''} | {drilled} |"
             )
         lines.append("")
+    cap = h.get("capture")
+    if cap and "error" not in cap:
+        lines += [
+            "## Continuous capture",
+            "",
+            f"- {cap['source']}: recoverable until {cap['recoverable_until']} "
+            f"({cap['lag_s']} s behind), {cap['segments']} segment(s), {cap['changes']} change(s)",
+            *[f"- covered: {r['start']} to {r['until']}" for r in cap["ranges"]],
+            *[f"- GAP: history lost between {g['after']} and {g['before']}" for g in cap["gaps"]],
+            "",
+        ]
+    elif cap:
+        lines += ["## Continuous capture", "", f"- {cap['error']}", ""]
     if h["open_alerts"]:
         lines += [
             "## Open alerts",

@@ -20,16 +20,19 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bmc_pipeline.engine.capture.segments import CaptureStore
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError, GuardedError
 from bmc_pipeline.engine.files import BLOB_DIR
 from bmc_pipeline.engine.manifest import BLOB_NAME
 from bmc_pipeline.engine.remote import RemoteStore
 from bmc_pipeline.engine.store import BackupRef, BackupStore
+
+SEGMENT_MARGIN = timedelta(hours=1)  # kept before the oldest backup a replay can start from
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class RotationResult:
     stray: list[str] = field(default_factory=list)  # entries in blobs/ that are not blobs
     # deleted here but kept at the remote, whose Object Lock has not expired: id -> until
     remote_locked: dict[str, str] = field(default_factory=dict)
+    segments_deleted: int = 0  # capture segments older than any backup a replay could start from
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +176,7 @@ class RotationResult:
             "unreadable_kept": self.unreadable,
             "stray_left_alone": self.stray,
             "kept_at_remote_until": self.remote_locked,
+            "capture_segments_deleted": self.segments_deleted,
         }
 
 
@@ -210,6 +215,14 @@ def rotate(
             if p.name not in keep_blobs and st.st_mtime < cutoff:
                 unused.append((p, st.st_size))
     leftovers = store.stale_leftovers()  # a writer that is still alive holds its lock
+    # a replay starts at a kept backup's watermark: segments ending well before the oldest one
+    # can never be read again (none are pruned while a manifest is unreadable)
+    kept_backups = [r.timestamp for r in kept_refs if r.backup_type != "rollback"]
+    old_segments = (
+        CaptureStore(store, keyring).segments_before(min(kept_backups) - SEGMENT_MARGIN)
+        if kept_backups and not unreadable
+        else []
+    )
     locked: dict[str, str] = {}
     if not dry_run:
         for bid in doomed:
@@ -227,6 +240,8 @@ def rotate(
             remote.delete_blobs(store, [p.name for p, _ in unused])
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
+        for seg in old_segments:
+            CaptureStore(store, keyring).remove(seg)
     return RotationResult(
         decisions=decisions,
         deleted=doomed,
@@ -237,6 +252,7 @@ def rotate(
         dry_run=dry_run,
         stray=stray,
         remote_locked=locked,
+        segments_deleted=len(old_segments),
     )
 
 

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.capture.segments import CaptureStore
+from bmc_pipeline.engine.capture.status import capture_problems, recoverable_until
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import BmcError
 from bmc_pipeline.engine.store import BackupStore
@@ -40,6 +42,10 @@ def collection_table(
             row[ref.backup_type] = (m.taken, ref.backup_id)
             row["point"] = (m.taken, entry.state.documents)
     last_drill = drills[-1] if drills else None
+    try:
+        position = CaptureStore(store, keyring).position()
+    except BmcError:
+        position = None  # status reports the unreadable position on its own
     rows = []
     for name in settings.collections:
         r = newest.get(name, {})
@@ -53,7 +59,7 @@ def collection_table(
                 "last_incremental": inc[0].isoformat() if inc else None,
                 "age_s": round((now - point[0]).total_seconds()) if point else None,
                 "documents": point[1] if point else None,
-                "recoverable_until": point[0].isoformat() if point else None,
+                "recoverable_until": _iso(recoverable_until(position, point[0] if point else None)),
                 "last_drill": last_drill["at"] if last_drill else None,
                 "last_drill_ok": (
                     None if not last_drill else bool(drilled and drilled["verified"])
@@ -63,9 +69,18 @@ def collection_table(
     return rows
 
 
+def _num(value: float | None) -> str:
+    return "NaN" if value is None else str(value)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
 def problems(health: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
     """Why the backups cannot be trusted right now; empty when all is well."""
     out = backup_problems(health["collections"], settings, now)
+    out += capture_problems(health.get("capture"), settings)
     out += drill_problems(health.get("last_drill"), settings, now)
     daemon = health.get("daemon") or {}
     if not daemon.get("running"):
@@ -168,6 +183,12 @@ def prometheus(health: dict[str, Any], found: list[str]) -> str:
         "# HELP bmc_daemon_heartbeat_age_seconds age of the Dagster daemon's newest heartbeat",
         "# TYPE bmc_daemon_heartbeat_age_seconds gauge",
         f"bmc_daemon_heartbeat_age_seconds {daemon.get('heartbeat_age_s') if daemon.get('heartbeat_age_s') is not None else 'NaN'}",
+        "# HELP bmc_capture_lag_seconds how far continuous capture's newest sealed time is behind",
+        "# TYPE bmc_capture_lag_seconds gauge",
+        f"bmc_capture_lag_seconds {_num((health.get('capture') or {}).get('lag_s'))}",
+        "# HELP bmc_capture_open_gaps gaps in capture that no full backup has closed yet",
+        "# TYPE bmc_capture_open_gaps gauge",
+        f"bmc_capture_open_gaps {len((health.get('capture') or {}).get('open_gaps', []))}",
         "# HELP bmc_open_alerts open alerts",
         "# TYPE bmc_open_alerts gauge",
         f"bmc_open_alerts {len(health.get('open_alerts', []))}",

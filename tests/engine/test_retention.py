@@ -200,3 +200,31 @@ def test_rotate_leaves_stray_entries_in_the_blob_store_and_says_so(
     )
     assert (shelf / "notes.txt").exists() and (shelf / "a-directory").is_dir()
     assert [r.backup_id for r in store.refs()] == [full_backup.backup_id]
+
+
+def test_rotate_prunes_capture_segments_no_kept_backup_can_replay(
+    mock_settings: Settings, mock_db: Any, key: Key
+) -> None:
+    from datetime import timedelta
+
+    from bmc_pipeline.engine.capture.changes import CapturedChange
+    from bmc_pipeline.engine.capture.segments import CaptureStore
+
+    seed_database(mock_db, 3, seed=1)
+    ring = KeyRing([key])
+    store = BackupStore(mock_settings.backup_dir)
+    engine = BackupEngine(mock_settings, mock_db, store, ring)
+    for day in ("2026-10-20", "2026-11-23", "2026-11-24"):
+        engine.run("full", ["quotes"], include_files=False, now=at(day))
+    capture = CaptureStore(store, ring)
+    one = b"\x0e\x00\x00\x00\x10_id\x00\x01\x00\x00\x00\x00"
+    for day in ("2026-10-20", "2026-11-22", "2026-11-23"):
+        t = at(day) + timedelta(hours=1)
+        capture.publish([CapturedChange.put("quotes", t, one)], sealed=t)
+    assert len(capture.segments()) == 3
+    dry = rotate(store, ring, RetentionPolicy(daily=2, weekly=0, monthly=0), dry_run=True)
+    assert dry.segments_deleted == 2 and len(capture.segments()) == 3
+    result = rotate(store, ring, RetentionPolicy(daily=2, weekly=0, monthly=0), dry_run=False)
+    # the oldest kept backup is 2026-11-23: segments that ended before it (less a margin) go
+    assert result.segments_deleted == 2
+    assert [s.first.date().isoformat() for s in capture.segments()] == ["2026-11-23"]

@@ -27,7 +27,8 @@ from bmc_pipeline.engine.store import BackupStore
 
 Log = Callable[[str], None]
 Notify = Callable[[str, str], None]  # (alert key, message)
-START_MARGIN = timedelta(minutes=5)  # capture starts this long before the newest full's read
+START_MARGIN = timedelta(minutes=5)
+FULL_BATCH = 1000  # changes a poll returns when more are waiting  # capture starts this long before the newest full's read
 
 
 def newest_full_watermark(
@@ -72,6 +73,8 @@ class CaptureRunner:
         self.capture, self.source = capture, source
         self.database, self.collections = database, set(collections) if collections else None
         self.segment_seconds = segment_seconds
+        # after a short batch, before the next read: a sixth of the segment period (0.2 to 5 s)
+        self.pause_s = min(5.0, max(0.2, segment_seconds / 6))
         self.log, self.notify, self.clock = log, notify, clock
         self.pending: list[CapturedChange] = []
         self.position: Position | None = None
@@ -164,6 +167,11 @@ class CaptureRunner:
             while not stop.is_set():
                 try:
                     self.poll(min(poll_wait_s, max(0.05, next_seal - time.monotonic())))
+                    if not self.source.behind:
+                        # at the head of the log. Reading again at once only loads the server
+                        # (FerretDB answers every read with a query of its whole oplog); a
+                        # pause well inside the segment period costs no coverage
+                        stop.wait(min(self.pause_s, max(0.0, next_seal - time.monotonic())))
                 except HistoryLost as lost:
                     assert self.position is not None
                     self.seal()

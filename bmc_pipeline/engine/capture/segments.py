@@ -273,6 +273,10 @@ class CaptureStore:
         BackupStore.verify_manifest(doc, self.keyring, name=f"{name} ({path})")
         return {k: v for k, v in doc.items() if k != "authentication"}
 
+    def segments_before(self, when: datetime) -> list[SegmentRef]:
+        """Segments whose last change is before ``when``."""
+        return [s for s in self.segments() if s.last < when]
+
     def iter_segments_between(self, start: datetime, end: datetime) -> Iterator[SegmentRef]:
         """Segments holding a change from ``start`` to ``end``, oldest first."""
         for s in self.segments():

@@ -61,6 +61,7 @@ class HistoryLost(Exception):
 class Source(Protocol):
     name: str
     caught_up: bool  # the last poll found nothing more in the change log
+    behind: bool  # the last poll returned a full batch: more is waiting
 
     def open(self, resume: dict[str, Any] | None, start_at: datetime | None) -> datetime:
         """Start reading after ``resume`` (raising :class:`HistoryLost` if it is gone), or at
@@ -125,13 +126,13 @@ class OplogSource:
 
     name = OPLOG
 
-    def __init__(self, client: Any, database: str, *, batch_size: int = 1000) -> None:
+    def __init__(self, client: Any, database: str, *, batch_size: int = 5000) -> None:
         self.client, self.database, self.batch_size = client, database, batch_size
         self.local = client.get_database("local", codec_options=RAW)
         self.db = client[database]
         self.last_ts: Timestamp | None = None
         self.cursor_id = 0
-        self.caught_up = False
+        self.caught_up = self.behind = False
         # FerretDB's emulated oplog (its buildInfo names its version)
         self.emulated = "ferretdbVersion" in client.admin.command("buildInfo")
 
@@ -188,7 +189,7 @@ class OplogSource:
         self.cursor_id = int(reply["cursor"]["id"])
 
     def poll(self, max_wait_s: float) -> list[CapturedChange]:
-        self.caught_up = False
+        self.caught_up = self.behind = False
         if not self.cursor_id:
             self._open_cursor()
         if not self.cursor_id:  # nothing after last_ts yet and no cursor kept: ask again later
@@ -222,17 +223,19 @@ class OplogSource:
         self.cursor_id = int(reply["cursor"]["id"])
         batch = reply["cursor"]["nextBatch"]
         self.caught_up = not batch
+        self.behind = len(batch) >= self.batch_size
         out: list[CapturedChange] = []
         for entry in batch:
             if entry["ts"] <= self.last_ts:
                 continue  # delivered again (see _reopen)
             out.extend(oplog_changes(entry, self.database, self.db))
             self.last_ts = entry["ts"]
-        if batch or self.emulated:
-            # FerretDB's tailable cursor runs its query again from its first filter once new
-            # entries arrive, and one that came back empty may see nothing later: each read
-            # there opens a cursor from the last entry read (entries at or before it are
-            # skipped whatever a server delivers)
+        if self.emulated and len(batch) < self.batch_size:
+            # at the head of the log. FerretDB's tailable cursor runs its query again from its
+            # first filter once new entries arrive, and one that came back empty may see nothing
+            # later: the next read opens a cursor from the last entry read (entries at or before
+            # it are skipped whatever a server delivers). Within a backlog (full batches) the
+            # cursor is kept: FerretDB answers each new query by going through the whole oplog
             self.close()
         return out
 
@@ -281,7 +284,7 @@ class ChangeStreamSource:
         self.stream: Any = None
         self.token: dict[str, Any] | None = None
         self.first: RawBSONDocument | None = None
-        self.caught_up = False
+        self.caught_up = self.behind = False
 
     def open(self, resume: dict[str, Any] | None, start_at: datetime | None) -> datetime:
         kwargs: dict[str, Any] = {"full_document": "updateLookup", "max_await_time_ms": 1000}
@@ -310,7 +313,7 @@ class ChangeStreamSource:
 
     def poll(self, max_wait_s: float) -> list[CapturedChange]:
         out: list[CapturedChange] = []
-        self.caught_up = False
+        self.caught_up = self.behind = False
         while len(out) < 1000:
             event, self.first = (
                 (self.first, None) if self.first is not None else (self._next(), None)
@@ -319,6 +322,8 @@ class ChangeStreamSource:
                 self.caught_up = True
                 break
             out.extend(event_changes(event, self.database))
+        else:
+            self.behind = True
         token = self.stream.resume_token
         if token is not None:
             self.token = bson.decode(bson.encode(token))

@@ -1,0 +1,243 @@
+"""Continuous capture on FerretDB's emulated oplog, with the floors measured in the same run.
+
+    python -m benchmarks.capture [--conversations 10000] [--seconds 15] [--segment-seconds 30]
+
+Starts a throwaway FerretDB with its oplog (or uses MONGODB_URI, which must then offer one) and
+`bmc-backup capture` as a child process, as a service would run it, then measures:
+
+* the write throughput of single inserts (a chatbot-like load) without capture, then with it;
+* capture lag, from each write (client clock) to the sealing of the segment holding it, p50 and
+  p99, at 100 and at 1,000 writes/s offered (the rate reached is printed: FerretDB may not keep
+  up with 1,000 single inserts a second on a small machine);
+* replay: a restore to the newest captured second of documents that exist only in segments,
+  next to ``insert_many`` of the same documents (whole restore, and its write phase);
+* incrementals at 1 % changed: bytes and time next to the full, from a collection read
+  (timestamps) and from segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bson
+
+from benchmarks.common import ROOT, bench_settings, load_conversations, server_name
+from bmc_pipeline.devdb import ephemeral_server, ferretdb_binary
+from bmc_pipeline.engine.backup import BackupEngine
+from bmc_pipeline.engine.capture.segments import CaptureStore
+from bmc_pipeline.engine.crypto import Key, KeyRing
+from bmc_pipeline.engine.mongo import connect, insert_raw
+from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, RestoreOptions
+from bmc_pipeline.engine.sample_data import generate
+from bmc_pipeline.engine.store import BackupStore
+
+DB = "bmc_capture_bench"
+
+
+class CaptureProcess:
+    """`bmc-backup capture` in a child process, stopped with SIGTERM."""
+
+    def __init__(self, config: Path, key: bytes, segment_seconds: float) -> None:
+        env = {**os.environ, "BMC_BACKUP_KEY": base64.b64encode(key).decode()}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bmc_pipeline.cli", "--config", str(config), "capture",
+             "--segment-seconds", str(segment_seconds), "--quiet"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=120)
+        if self.proc.returncode != 0:
+            raise SystemExit(f"capture failed: {err}")
+
+
+def wait_covered(capture: CaptureStore, after: datetime, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pos = capture.position()
+        if pos is not None and pos.recoverable_until and pos.recoverable_until > after:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"capture did not cover {after.isoformat()} within {timeout:.0f} s")
+
+
+def docs(n: int, seed: int, tag: str) -> list[dict[str, Any]]:
+    out = []
+    for c, doc in generate(n, seed=seed):
+        if c == "conversations":
+            doc["_id"] = f"{tag}-{len(out)}"
+            out.append(doc)
+    return out[:n]
+
+
+def single_inserts(
+    coll: Any, batch: list[dict[str, Any]], rate: float | None
+) -> tuple[float, list[tuple[str, float]]]:
+    """Insert one by one (at ``rate`` a second, if given); (writes/s reached, (id, time) each)."""
+    stamps = []
+    start = time.perf_counter()
+    for i, doc in enumerate(batch):
+        if rate:
+            due = start + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        coll.insert_one(doc)
+        stamps.append((doc["_id"], time.time()))
+    return len(batch) / (time.perf_counter() - start), stamps
+
+
+def lags(capture: CaptureStore, stamps: list[tuple[str, float]]) -> list[float]:
+    """Seconds from each write to the sealing of the segment that holds it."""
+    sealed_at: dict[str, float] = {}
+    for seg in capture.segments():
+        sealed = datetime.fromisoformat(capture.manifest(seg)["segment"]["sealed"]).timestamp()
+        for c in capture.changes(seg, "lag"):
+            if c.op == "p" and c.collection == "lag":
+                sealed_at.setdefault(str(bson.decode(c.raw)["_id"]), sealed)
+    return [sealed_at[i] - t for i, t in stamps if i in sealed_at]
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+
+
+def run(uri: str, tmp: Path, n: int, seconds: float, segment_seconds: float) -> None:
+    key = os.urandom(32)
+    ring = KeyRing([Key(key)])
+    s = bench_settings(uri, DB, tmp / "backups", ["conversations"])
+    config = tmp / "config.json"
+    config.write_text(s.model_dump_json())
+    db = connect(uri, socket_timeout_ms=1_800_000)[DB]
+    coll = db["conversations"]
+    load_conversations(db, "conversations", n, seed=5)
+    store = BackupStore(tmp / "backups")
+    capture = CaptureStore(store, ring)
+    print(
+        f"server: {server_name()} with its oplog; {n} conversations; segments every {segment_seconds:g} s"
+    )
+
+    t0 = time.perf_counter()
+    full = BackupEngine(s, db, store, ring).run("full", ["conversations"], include_files=False)
+    full_s = time.perf_counter() - t0
+    full_bytes = full.size_bytes
+
+    # -- write throughput with and without capture ------------------------------------------
+    without, _ = single_inserts(db["load_without"], docs(6000, 11, "w0"), None)
+    proc = CaptureProcess(config, key, segment_seconds)
+    wait_covered(capture, datetime.now(timezone.utc))
+    with_capture, _ = single_inserts(db["load_with"], docs(6000, 11, "w1"), None)
+    print(f"single inserts without capture: {without:7.0f} writes/s; with capture running: "
+          f"{with_capture:7.0f} writes/s; ratio {with_capture / without:.2f} (target >= 0.9)")  # fmt: skip
+
+    # -- lag at two offered rates --------------------------------------------------------------
+    for rate in (100, 1000):
+        batch = docs(int(rate * seconds), 12, f"r{rate}")
+        reached, stamps = single_inserts(db["lag"], batch, rate)
+        wait_covered(capture, datetime.now(timezone.utc))
+        got = lags(capture, stamps)
+        print(f"lag at {rate} writes/s offered ({reached:.0f} reached, {len(got)}/{len(stamps)} "
+              f"captured): p50 {pct(got, 50):.2f} s  p99 {pct(got, 99):.2f} s  max {max(got):.2f} s")  # fmt: skip
+    proc.stop()
+
+    # -- replay: documents that exist only in segments -----------------------------------------
+    db["replayed_src"].drop()
+    base = BackupEngine(s, db, store, ring)
+    s2 = bench_settings(uri, DB, tmp / "backups", ["replayed_src"])
+    BackupEngine(s2, db, store, ring).run("full", ["replayed_src"], include_files=False)  # empty
+    config2 = tmp / "config2.json"
+    config2.write_text(s2.model_dump_json())
+    proc = CaptureProcess(config2, key, segment_seconds)
+    wait_covered(capture, datetime.now(timezone.utc))
+    replay_docs = docs(n, 13, "p")
+    for i in range(0, len(replay_docs), 500):
+        db["replayed_src"].insert_many(replay_docs[i : i + 500])
+    wait_covered(capture, datetime.now(timezone.utc))
+    proc.stop()
+    raw = [bson.encode(d) for d in db["replayed_src"].find()]
+    t0 = time.perf_counter()
+    for i in range(0, len(raw), 1000):
+        insert_raw(db["floor"], raw[i : i + 1000])
+    floor = time.perf_counter() - t0
+    pos = capture.position()
+    assert pos is not None and pos.recoverable_until is not None
+    t0 = time.perf_counter()
+    report = RestoreEngine(s2, db, store, ring).run(RestoreOptions(
+        collection="replayed_src", target_collection="replayed",
+        filters=RestoreFilters(point_in_time=pos.recoverable_until),
+    ))  # fmt: skip
+    replay_s = time.perf_counter() - t0
+    write_s = report.phases_s.get("write", replay_s)
+    print(
+        f"floor insert_many of {len(raw)} documents: {floor:6.2f} s  {len(raw) / floor:7.0f} docs/s"
+    )
+    print(f"restore replaying {report.inserted} captured inserts: {replay_s:6.2f} s  "
+          f"ours/floor {floor / replay_s:.2f}; its write phase {write_s:.2f} s, "
+          f"ours/floor {floor / write_s:.2f} (target >= 0.7)  verified={report.verified}")  # fmt: skip
+
+    # -- incrementals at 1 % changed ------------------------------------------------------------
+    ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(n // 100)]
+
+    def change(tag: str) -> None:
+        for i in ids:
+            coll.update_one(
+                {"_id": i}, {"$set": {"updated_at": datetime.now(timezone.utc), "tag": tag}}
+            )
+
+    change("scanned")
+    scan_engine = BackupEngine(s, db, store, ring)
+    scan_engine.capture = None  # as if capture had never run: read the collection
+    t0 = time.perf_counter()
+    scanned = scan_engine.run("incremental", ["conversations"], include_files=False)
+    scan_s = time.perf_counter() - t0
+    proc = CaptureProcess(config, key, segment_seconds)
+    wait_covered(capture, datetime.now(timezone.utc))
+    change("captured")
+    wait_covered(capture, datetime.now(timezone.utc))
+    proc.stop()
+    t0 = time.perf_counter()
+    from_segments = base.run("incremental", ["conversations"], include_files=False)
+    seg_s = time.perf_counter() - t0
+    how = from_segments.manifest.collections["conversations"].change_detection
+    print(f"full backup: {full_s:6.2f} s  {full_bytes:>10,} bytes")
+    for label, r, t in (("timestamps", scanned, scan_s), (how, from_segments, seg_s)):
+        print(f"incremental at 1 % ({label}): {t:6.2f} s ({t / full_s:.2f} of the full)  "
+              f"{r.size_bytes:>10,} bytes ({r.size_bytes / full_bytes:.3f} of the full; target <= 0.1)")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conversations", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--segment-seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if os.environ.get("MONGODB_URI"):
+            run(
+                os.environ["MONGODB_URI"],
+                Path(tmp),
+                args.conversations,
+                args.seconds,
+                args.segment_seconds,
+            )
+            return
+        with ephemeral_server(
+            ferretdb_binary(ROOT / ".tools"), Path(tmp) / "db", oplog=True
+        ) as server:
+            run(server.uri, Path(tmp), args.conversations, args.seconds, args.segment_seconds)
+
+
+if __name__ == "__main__":
+    main()
