@@ -29,7 +29,7 @@ REPLICA_SET = "rs0"
 # the emulated oplog's cap: FerretDB drops the oldest tenth each minute while it holds more. It
 # answers every read of its oplog by going through all of it, so a larger cap (more history for a
 # capture that was down) makes each of capture's reads slower (docs/PERFORMANCE.md)
-OPLOG_BYTES = 128 << 20
+OPLOG_BYTES = 64 << 20
 
 
 def _say(msg: str) -> None:

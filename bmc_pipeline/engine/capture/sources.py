@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -175,68 +174,51 @@ class OplogSource:
         self.last_ts = newest["ts"] if newest is not None else Timestamp(int(now.timestamp()), 0)
         return now
 
-    def _open_cursor(self) -> None:
-        reply = self.local.command(
-            {
-                "find": "oplog.rs",
-                "filter": {"ts": {"$gt": self.last_ts}},
-                "tailable": True,
-                "awaitData": True,
-                "batchSize": 0,
-            },
-            codec_options=RAW,
-        )
+    def _command(self, cmd: dict[str, Any]) -> list[RawBSONDocument]:
+        """Run a find or getMore; keep its cursor id; the batch it gave."""
+        reply = self.local.command(cmd, codec_options=RAW)
         self.cursor_id = int(reply["cursor"]["id"])
+        return list(reply["cursor"].get("firstBatch", reply["cursor"].get("nextBatch", [])))
+
+    def _batch(self, max_wait_s: float) -> list[RawBSONDocument]:
+        """The next entries after ``last_ts``.
+
+        MongoDB: one tailable, awaiting cursor, kept open. FerretDB: a plain query from the last
+        entry read, continued while it returns full batches. FerretDB answers every new query of
+        its oplog by going through all of it, and its tailable cursors run their first query
+        again once new entries arrive, or may see nothing more after an empty answer; a plain
+        query per read costs one pass and sees everything.
+        """
+        if self.cursor_id:
+            more = {"getMore": bson.Int64(self.cursor_id), "collection": "oplog.rs",
+                    "batchSize": self.batch_size}  # fmt: skip
+            if not self.emulated:
+                more["maxTimeMS"] = max(1, int(max_wait_s * 1000))
+            return self._command(more)
+        find: dict[str, Any] = {"find": "oplog.rs", "filter": {"ts": {"$gt": self.last_ts}}}
+        if self.emulated:
+            return self._command({**find, "batchSize": self.batch_size})
+        self._command({**find, "tailable": True, "awaitData": True, "batchSize": 0})
+        return self._batch(max_wait_s) if self.cursor_id else []
 
     def poll(self, max_wait_s: float) -> list[CapturedChange]:
         self.caught_up = self.behind = False
-        if not self.cursor_id:
-            self._open_cursor()
-        if not self.cursor_id:  # nothing after last_ts yet and no cursor kept: ask again later
-            time.sleep(max_wait_s)
-            self.caught_up = True
-            return []
         try:
-            reply = self.local.command(
-                {
-                    "getMore": bson.Int64(self.cursor_id),
-                    "collection": "oplog.rs",
-                    "batchSize": self.batch_size,
-                    "maxTimeMS": max(1, int(max_wait_s * 1000)),
-                },
-                codec_options=RAW,
-            )
-        except OperationFailure as exc:
-            if exc.code == 1 and "read to the end" in str(exc):
-                # FerretDB's answer to a getMore with nothing new; that cursor may never see
-                # later entries, so the next poll opens another
-                self.close()
-                time.sleep(max_wait_s)
-                self.caught_up = True
-                return []
-            # a tailable cursor can die (MongoDB: CappedPositionLost when the oplog overtook
-            # it): look again from the last entry read, which tells lost history apart from a
-            # cursor merely to be reopened
+            batch = self._batch(max_wait_s)
+        except OperationFailure:
+            # a cursor can die (MongoDB: CappedPositionLost when the oplog overtook it): look
+            # again from the last entry read, which tells lost history from a cursor to reopen
             self.cursor_id = 0
             self._check_resumable()
             return []
-        self.cursor_id = int(reply["cursor"]["id"])
-        batch = reply["cursor"]["nextBatch"]
         self.caught_up = not batch
         self.behind = len(batch) >= self.batch_size
         out: list[CapturedChange] = []
         for entry in batch:
             if entry["ts"] <= self.last_ts:
-                continue  # delivered again (see _reopen)
+                continue  # never apply an entry twice, whatever a server delivers
             out.extend(oplog_changes(entry, self.database, self.db))
             self.last_ts = entry["ts"]
-        if self.emulated and len(batch) < self.batch_size:
-            # at the head of the log. FerretDB's tailable cursor runs its query again from its
-            # first filter once new entries arrive, and one that came back empty may see nothing
-            # later: the next read opens a cursor from the last entry read (entries at or before
-            # it are skipped whatever a server delivers). Within a backlog (full batches) the
-            # cursor is kept: FerretDB answers each new query by going through the whole oplog
-            self.close()
         return out
 
     def resume_token(self) -> dict[str, Any]:
