@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.capture.sources import detect_source
+from bmc_pipeline.engine.capture.status import capture_problems, capture_status
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import BmcError
+from bmc_pipeline.engine.errors import BmcError, ConfigError
+from bmc_pipeline.engine.mongo import masked_uri
 from bmc_pipeline.engine.watchdog import backup_problems, collection_table
 from bmc_pipeline.jobs.history import daemon_health
 
@@ -150,6 +153,34 @@ def _mongodb(settings: Settings, checks: list[Check]) -> None:
             f"connected (server {reply.get('version', '?')}); {len(names)} collection(s){note}",
         )
     )
+
+
+def _capture(settings: Settings, ring: KeyRing | None, checks: list[Check]) -> None:
+    """Which change source continuous capture would read, and how far behind it is."""
+    try:
+        db = Deployment(settings).database()
+        source = detect_source(
+            db.client, db.name, masked_uri(settings.mongodb.uri), prefer=settings.capture.source
+        )
+    except ConfigError as exc:  # no change log: capture cannot run against this server
+        level = "fail" if settings.capture.enabled else "warn"
+        checks.append(Check("capture", level, str(exc).split(". ")[0], "see docs/CAPTURE.md"))
+        return
+    except Exception:  # the mongodb check already says the server is unreachable
+        return
+    said = f"source: {source.name}"
+    if ring is not None:
+        status = capture_status(Deployment(settings).store(), ring, datetime.now(timezone.utc))
+        found = capture_problems(status, settings)
+        if status and "error" not in status:
+            said += (
+                f"; recoverable until {status['recoverable_until']} ({status['lag_s']} s behind)"
+            )
+        if found:
+            checks.append(Check("capture", "fail", f"{said}; {'; '.join(found)}",
+                                "start bmc-backup capture; take a full backup after a gap"))  # fmt: skip
+            return
+    checks.append(Check("capture", "ok", said))
 
 
 def _dagster(settings: Settings, checks: list[Check]) -> None:
@@ -303,6 +334,7 @@ def run_doctor(settings: Settings) -> dict[str, Any]:
     _space(settings, ring, checks)
     _remote(settings, checks)
     _mongodb(settings, checks)
+    _capture(settings, ring, checks)
     _dagster(settings, checks)
     _backup_ages(settings, ring, checks)
     _api(settings, checks)

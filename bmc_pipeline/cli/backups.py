@@ -123,11 +123,14 @@ def push(settings: Settings, backup_id: tuple[str, ...], all: bool, json: bool) 
     config = {"action": "push", "backup_ids": list(backup_id), "all": all}
     out = run_job(settings, "storage_job", config, quiet=json).output
     results: list[dict[str, Any]] = out["pushed"]
+    segments = out.get("capture", {}).get("segments_pushed", 0)
+    if json:
+        print_json({"pushed": results, "capture_segments_pushed": segments})
+        return EXIT_OK
+    if segments:
+        print(f"{segments} capture segment(s) -> {out['remote_url']}")
     if not results:
         print(f"nothing to copy: every local backup is at {out['remote_url']}")
-        return EXIT_OK
-    if json:
-        print_json({"pushed": results})
         return EXIT_OK
     for r in results:
         print(
@@ -155,6 +158,8 @@ def pull(settings: Settings, backup_id: str | None, all: bool, json: bool) -> in
         print_json(rows[0] if backup_id and not all else {"pulled": rows, "count": len(rows)})
     elif all and not rows:
         print(f"nothing to fetch: every backup at {out['remote_url']} is already in {out['store']}")
+    if not json and out.get("capture", {}).get("segments_pulled"):
+        print(f"fetched {out['capture']['segments_pulled']} capture segment(s)")
     else:
         for row in rows:
             state = "valid" if row["ok"] else "INVALID: " + "; ".join(row["errors"])

@@ -16,11 +16,16 @@ import click
 from bmc_pipeline.cli.options import Commands, json_option, print_json, say
 from bmc_pipeline.config import Settings
 from bmc_pipeline.engine.alerts import Alert
-from bmc_pipeline.engine.capture.runner import START_MARGIN, CaptureRunner, newest_full_watermark
+from bmc_pipeline.engine.capture.runner import (
+    START_MARGIN,
+    CaptureRunner,
+    SealStats,
+    newest_full_watermark,
+)
 from bmc_pipeline.engine.capture.segments import CaptureStore
 from bmc_pipeline.engine.capture.sources import detect_source
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import EXIT_OK
+from bmc_pipeline.engine.errors import EXIT_OK, BmcError
 from bmc_pipeline.engine.mongo import masked_uri
 
 commands = Commands()
@@ -55,6 +60,16 @@ def capture(
             Alert(key=key, severity="critical", title="Capture lost history", text=message)
         )
 
+    remote = dep.remote()
+
+    def copy_offsite(_: SealStats) -> None:
+        """Each sealed segment to storage.remote_url at once; a failure waits for the next."""
+        assert remote is not None
+        try:
+            remote.push_capture(store, keyring)
+        except BmcError as exc:
+            log(f"capture: copying segments to {remote.url} failed ({exc}); next seal retries")
+
     runner = CaptureRunner(
         CaptureStore(store, keyring),
         source,
@@ -63,6 +78,7 @@ def capture(
         segment_seconds=segment_seconds or settings.capture.segment_seconds,
         log=log,
         notify=notify,
+        on_seal=copy_offsite if remote is not None else None,
     )
     stop = threading.Event()
 

@@ -31,6 +31,7 @@ from typing import Any
 import fsspec
 
 from bmc_pipeline.engine.atomic import atomic_write
+from bmc_pipeline.engine.capture.segments import CAPTURE_DIR, CaptureStore, is_segment_name
 from bmc_pipeline.engine.crypto import KeyRing
 from bmc_pipeline.engine.errors import (
     BackupNotFoundError,
@@ -40,7 +41,7 @@ from bmc_pipeline.engine.errors import (
     RemoteError,
 )
 from bmc_pipeline.engine.files import BLOB_DIR
-from bmc_pipeline.engine.manifest import Manifest
+from bmc_pipeline.engine.manifest import Manifest, plain_relative
 from bmc_pipeline.engine.store import (
     BackupRef,
     BackupStore,
@@ -162,14 +163,20 @@ class RemoteStore:
         return result
 
     def _upload(
-        self, store: BackupStore, path: Path, result: PushResult, *, via_temporary: bool = False
+        self,
+        store: BackupStore,
+        path: Path,
+        result: PushResult,
+        *,
+        via_temporary: bool = False,
+        replace: bool = False,
     ) -> None:
         if not path.is_file():
             raise BackupNotFoundError(f"{path.name} is missing from the local backup; validate it")
         size = path.stat().st_size
         dest = self._remote(store, path)
         try:
-            if self.fs.size(dest) == size:
+            if not replace and self.fs.size(dest) == size:
                 result.already_there += 1
                 return
         except FileNotFoundError:
@@ -191,6 +198,94 @@ class RemoteStore:
             )
         result.uploaded_files += 1
         result.uploaded_bytes += size
+
+    # -- continuous capture ----------------------------------------------------------------------
+    def push_capture(
+        self, store: BackupStore, keyring: KeyRing, *, log: Callable[[str], None] = lambda _: None
+    ) -> dict[str, Any]:
+        """Copy the capture segments the remote lacks (payload first, manifest last), then the
+        position: a lost disk then loses only what was captured since the last copy."""
+        capture = CaptureStore(store, keyring)
+        result = PushResult("capture", self.url)
+        there = set(self._remote_segments())
+        pushed = 0
+        for seg in capture.segments():
+            if seg.name in there:
+                continue
+            capture.manifest(seg)  # only authenticated segments leave the host
+            for path in sorted(p for p in seg.payload_dir.rglob("*") if p.is_file()):
+                self._upload(store, path, result)
+            self._upload(store, seg.manifest_path, result, via_temporary=True)
+            pushed += 1
+        if capture.position_path.is_file():
+            capture.position()  # authenticated
+            self._upload(store, capture.position_path, result, via_temporary=True, replace=True)
+        if pushed:
+            log(f"{pushed} capture segment(s) copied to {self.url}")
+        return {"segments_pushed": pushed, "bytes": result.uploaded_bytes}
+
+    def _remote_segments(self) -> list[str]:
+        try:
+            found = self.fs.glob(f"{self.root}/{CAPTURE_DIR}/*/seg_*.json")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise RemoteError(f"listing capture segments at {self.url} failed: {exc}") from exc
+        return [str(f).rsplit("/", 1)[-1][: -len(".json")] for f in found]
+
+    def pull_capture(self, store: BackupStore, keyring: KeyRing) -> dict[str, Any]:
+        """Fetch the segments this store lacks (each manifest authenticated first, written last),
+        and the position if there is none here."""
+        capture = CaptureStore(store, keyring)
+        here = {s.name for s in capture.segments()}
+        remote_root = f"{self.root}/{CAPTURE_DIR}"
+        pulled = 0
+        for manifest in self._call("listing capture segments", self.fs.glob,
+                                   f"{remote_root}/*/seg_*.json"):  # fmt: skip
+            manifest = str(manifest)
+            name = manifest.rsplit("/", 1)[-1][: -len(".json")]
+            rel = manifest[len(remote_root) + 1 :]
+            if name in here or not is_segment_name(name) or not plain_relative(rel):
+                continue  # ours already, or not a segment this store could have written
+            raw = self._call(f"reading {name}", self.fs.cat_file, manifest)
+            self._check_signed(raw, keyring, f"capture segment {name} at {self.url}")
+            local = capture.root / rel
+            for src in self._call(f"listing {name}", self.fs.find, manifest[: -len(".json")]):
+                src_rel = str(src)[len(self.root) + 1 :]
+                if not plain_relative(src_rel):
+                    raise IntegrityError(f"capture segment {name} at {self.url} names {src_rel}")
+                self._download(str(src), store.root / src_rel, store)
+            store.mkdir(local.parent)
+            store.write_file_atomic(local, raw)
+            pulled += 1
+        if not capture.position_path.exists():
+            try:
+                raw = self.fs.cat_file(f"{remote_root}/position.json")
+            except FileNotFoundError:
+                raw = None
+            if raw is not None:
+                self._check_signed(raw, keyring, f"the capture position at {self.url}")
+                store.mkdir(capture.root)
+                store.write_file_atomic(capture.position_path, raw)
+        return {"segments_pulled": pulled}
+
+    @staticmethod
+    def _check_signed(raw: bytes, keyring: KeyRing, name: str) -> None:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise IntegrityError(f"{name} is not JSON", reason="bad-manifest") from None
+        BackupStore.verify_manifest(doc, keyring, name=name)
+
+    def _download(self, src: str, dest: Path, store: BackupStore) -> None:
+        if dest.is_file():
+            return
+        store.mkdir(dest.parent)
+        try:
+            with self.fs.open(src, "rb") as inp, atomic_write(dest, mode=store.file_mode) as out:
+                shutil.copyfileobj(inp, out, CHUNK)
+        except OSError as exc:
+            raise RemoteError(f"downloading {src} failed: {exc}") from exc
 
     # -- download --------------------------------------------------------------------------------
     def pull(

@@ -9,6 +9,7 @@ the file and the reason, and validation goes on to the next file so one report s
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from bmc_pipeline.engine.errors import BmcError, IntegrityError
 from bmc_pipeline.engine.files import BlobStore
 from bmc_pipeline.engine.manifest import PARTS, ArchiveEntry, Manifest
 from bmc_pipeline.engine.rawbson import decode_id, id_element
+from bmc_pipeline.engine.spillmap import SpillMap
 from bmc_pipeline.engine.store import BackupRef, BackupStore
 
 
@@ -75,9 +77,9 @@ def verify_archive(
             path=str(path),
             reason="size",
         )
-    seen: set[bytes] = set()
+    seen = SpillMap()  # flat memory however many documents (on disk past a size)
     repeated: list[str] = []
-    with path.open("rb") as fh:
+    with closing(seen), path.open("rb") as fh:
         reader = ArchiveReader(fh, keyring, name=label, declared_raw=entry.raw_bytes)
         for batch in reader.raw_batches():
             if not unique_ids:
@@ -86,7 +88,7 @@ def verify_archive(
                 elem = id_element(raw)
                 if elem in seen:
                     repeated.append(str(decode_id(elem)))
-                seen.add(elem)
+                seen[elem] = b""
         stats = reader.stats
     if repeated:
         raise IntegrityError(

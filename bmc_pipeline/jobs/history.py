@@ -14,10 +14,10 @@ from typing import Any
 import dagster as dg
 
 from bmc_pipeline.config import Settings
+from bmc_pipeline.engine.capture.status import capture_status
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.drill import drill_history
 from bmc_pipeline.engine.health import RunRecord, health_report
-from bmc_pipeline.engine.capture.status import capture_status
 from bmc_pipeline.engine.watchdog import collection_table
 from bmc_pipeline.jobs.backup import BACKUP_JOB_NAMES
 from bmc_pipeline.run_kinds import backup_type_of, is_checks_only, operation_of

@@ -59,7 +59,8 @@ def _push(config: StorageConfig, store: BackupStore, keyring: KeyRing, remote: R
     else:
         ids = [store.resolve(b).backup_id for b in config.backup_ids]
     pushed = [remote.push(store, store.ref(b), keyring, log=log).as_dict() for b in ids]
-    return {"pushed": pushed, "remote_url": remote.url}
+    return {"pushed": pushed, "remote_url": remote.url,
+            "capture": remote.push_capture(store, keyring, log=log)}  # fmt: skip
 
 
 def _pull(config: StorageConfig, store: BackupStore, blobs: BlobStore, keyring: KeyRing,
@@ -78,7 +79,10 @@ def _pull(config: StorageConfig, store: BackupStore, blobs: BlobStore, keyring: 
         rows.append(
             {"backup_id": ref.backup_id, "path": str(ref.manifest_path), **report.as_dict()}
         )
-    return {"pulled": rows, "count": len(rows), "remote_url": remote.url, "store": str(store.root)}
+    out = {"pulled": rows, "count": len(rows), "remote_url": remote.url, "store": str(store.root)}
+    if config.all:  # a new machine: the captured changes too, for restores to the second
+        out["capture"] = remote.pull_capture(store, keyring)
+    return out
 
 
 def build_storage_job(settings: Settings) -> dg.JobDefinition:

@@ -189,3 +189,40 @@ def store_rel(s: Settings, bid: str) -> Path:
 def test_an_unknown_scheme_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="cannot be used"):
         RemoteStore("nosuchscheme://bucket/x")
+
+
+def test_capture_segments_are_copied_and_fetched_back_authenticated(
+    setup: tuple[Settings, Any, RemoteStore], keyring: KeyRing, tmp_path: Path
+) -> None:
+    from datetime import datetime, timezone
+
+    from bmc_pipeline.engine.capture.changes import CapturedChange
+    from bmc_pipeline.engine.capture.segments import CaptureStore, CoveredRange, Position
+
+    s, _, remote = setup
+    store = BackupStore(s.backup_dir)
+    capture = CaptureStore(store, keyring)
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+    doc = b"\x0e\x00\x00\x00\x10_id\x00\x07\x00\x00\x00\x00"
+    capture.publish([CapturedChange.put("quotes", t, doc)], sealed=t)
+    capture.save_position(Position(source="oplog", database="bmc",
+                                   ranges=[CoveredRange(start=t, until=t)]))  # fmt: skip
+    assert remote.push_capture(store, keyring)["segments_pushed"] == 1
+    assert remote.push_capture(store, keyring)["segments_pushed"] == 0  # already there
+
+    elsewhere = BackupStore(tmp_path / "new-machine")
+    assert remote.pull_capture(elsewhere, keyring) == {"segments_pulled": 1}
+    fetched = CaptureStore(elsewhere, keyring)
+    (seg,) = fetched.segments()
+    assert fetched.changes(seg, "quotes") == capture.changes(capture.segments()[0], "quotes")
+    assert fetched.position() == capture.position()
+
+    # a segment manifest edited at the remote is refused before anything is written here
+    name = f"{remote.root}/capture/{seg.manifest_path.parent.name}/{seg.name}.json"
+    doc_at_remote = json.loads(remote.fs.cat_file(name))
+    doc_at_remote["segment"]["last"] = "2030-01-01T00:00:00+00:00"
+    remote.fs.pipe_file(name, json.dumps(doc_at_remote).encode())
+    third = BackupStore(tmp_path / "third")
+    with pytest.raises(IntegrityError, match="does not authenticate"):
+        remote.pull_capture(third, keyring)
+    assert CaptureStore(third, keyring).segments() == []

@@ -14,12 +14,14 @@ to ``T``. Replay starts ``CLOCK_MARGIN`` early: an earlier change is harmless, a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bmc_pipeline.engine.capture.changes import CapturedChange, as_merge_changes
 from bmc_pipeline.engine.capture.segments import CaptureStore, Position, SegmentRef
-from bmc_pipeline.engine.chain import Change
+from bmc_pipeline.engine.chain import BackupPoint, Change, resolve_chain
 from bmc_pipeline.engine.crypto import KeyRing
+from bmc_pipeline.engine.digest import StateDigest
 from bmc_pipeline.engine.errors import BackupNotFoundError
 from bmc_pipeline.engine.manifest import CollectionEntry
 from bmc_pipeline.engine.store import BackupRef, BackupStore
@@ -134,3 +136,40 @@ def captured_changes(store: BackupStore, keyring: KeyRing) -> CapturedChanges | 
     """The captured changes of ``store``, when capture has ever saved a position there."""
     captured = CapturedChanges(store, keyring)
     return captured if captured.segments.position_path.exists() else None
+
+
+@dataclass
+class RestoreSource:
+    """What a restore of one collection reads: the backup points, the captured changes to
+    replay over them (newest first), and, when there are any, what the report says of them."""
+
+    points: list[BackupPoint]
+    layers: list[Iterator[Change]]
+    replay: dict[str, str] | None = None
+
+
+def restore_source(
+    store: BackupStore,
+    keyring: KeyRing,
+    backup_id: str,
+    collection: str,
+    when: datetime | None,
+) -> RestoreSource:
+    """The chain of ``backup_id`` (at ``when``, if given); where capture ran, the state at
+    ``when`` exactly: a backup point and the changes up to that second (:meth:`base_for`)."""
+    captured = captured_changes(store, keyring) if when else None
+    replay = captured.base_for(collection, when) if captured and when else None
+    if replay is None:
+        return RestoreSource(resolve_chain(store, keyring, backup_id, collection, when), [])
+    assert when is not None
+    base, layers, since = replay
+    points = resolve_chain(store, keyring, base.backup_id, collection)
+    info = {"to": when.isoformat(), "base": base.backup_id, "since": since.isoformat()}
+    return RestoreSource(points, layers, info)
+
+
+def summed(docs: Iterator[bytes], digest: StateDigest) -> Iterator[bytes]:
+    """``docs`` unchanged, each added to ``digest`` as it passes."""
+    for raw in docs:
+        digest.add(raw)
+        yield raw

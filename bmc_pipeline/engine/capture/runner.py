@@ -69,6 +69,7 @@ class CaptureRunner:
         log: Log,
         notify: Notify,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        on_seal: Callable[[SealStats], None] | None = None,
     ) -> None:
         self.capture, self.source = capture, source
         self.database, self.collections = database, set(collections) if collections else None
@@ -76,6 +77,7 @@ class CaptureRunner:
         # after a short batch, before the next read: a sixth of the segment period (0.2 to 5 s)
         self.pause_s = min(5.0, max(0.2, segment_seconds / 6))
         self.log, self.notify, self.clock = log, notify, clock
+        self.on_seal = on_seal  # after each seal that published a segment (the remote copy)
         self.pending: list[CapturedChange] = []
         self.position: Position | None = None
         self.caught_up_at: datetime | None = None
@@ -158,6 +160,8 @@ class CaptureRunner:
         self.sealed.append(stats)
         if stats.segment:
             self.log(f"capture: sealed {stats.segment} ({stats.changes} changes)")
+            if self.on_seal is not None:
+                self.on_seal(stats)
         return stats
 
     def run(self, stop: threading.Event, *, poll_wait_s: float = 1.0) -> None:

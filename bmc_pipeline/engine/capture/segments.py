@@ -50,6 +50,10 @@ _SEGMENT_RE = re.compile(
 _TIME = "%Y%m%dT%H%M%S"
 
 
+def is_segment_name(name: str) -> bool:
+    return _SEGMENT_RE.match(name) is not None
+
+
 def segment_time(at: datetime) -> str:
     at = at.astimezone(timezone.utc)
     return f"{at.strftime(_TIME)}.{at.microsecond // 1000:03d}Z"

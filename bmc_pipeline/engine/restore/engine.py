@@ -16,18 +16,17 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bmc_pipeline.config import Settings, check_collection_name
-from bmc_pipeline.engine.capture.coverage import captured_changes
+from bmc_pipeline.engine.capture.coverage import restore_source, summed
 from bmc_pipeline.engine.chain import (
     collections_at,
     point_documents,
-    resolve_chain,
     verify_chain,
 )
 from bmc_pipeline.engine.crypto import KeyRing
@@ -126,12 +125,6 @@ class _Planned:
     # the collection as its verification read it back (id -> hash, on disk past a size): what
     # the restore left of every document it touched is recorded from it (see .after)
     read_back: SpillMap | None = None
-
-
-def _summed(docs: Iterator[bytes], digest: StateDigest) -> Iterator[bytes]:
-    for raw in docs:
-        digest.add(raw)
-        yield raw
 
 
 class RestoreEngine:
@@ -353,35 +346,27 @@ class RestoreEngine:
         if legacy is not None:
             docs, deleted = iter(legacy), set[bytes]()
         else:
-            when = filters.point_in_time
-            captured = captured_changes(self.store, self.keyring) if when else None
-            replay = captured.base_for(opts.collection, when) if captured and when else None
-            if replay is not None:
-                base, layers, since = replay
-                points = resolve_chain(self.store, self.keyring, base.backup_id, opts.collection)
-            else:
-                points = resolve_chain(
-                    self.store, self.keyring, opts.backup_id, opts.collection, when
-                )
-                layers = []
+            source = restore_source(
+                self.store, self.keyring, opts.backup_id, opts.collection, filters.point_in_time
+            )
+            points = source.points
             report.backup_id = points[-1].ref.backup_id
             report.chain = [p.ref.backup_id for p in points]
+            report.replay = source.replay
             self.log(
                 f"restore of {opts.collection} from {report.backup_id}: "
                 f"verifying {len(points)} backup(s)"
             )
             verify_chain(points, self.keyring)
-            docs, deleted = point_documents(points, self.keyring, tmp, newer=layers)
+            docs, deleted = point_documents(points, self.keyring, tmp, newer=source.layers)
             report.phase("verify_backup", started)
-            if replay is not None and when is not None:
-                report.replay = {"to": when.isoformat(), "base": report.backup_id,
-                                 "since": since.isoformat()}  # fmt: skip
+            if source.replay is not None:
                 self.log(f"restore of {opts.collection}: replaying captured changes "
-                         f"from {since.isoformat()} to {when.isoformat()}")  # fmt: skip
+                         f"from {source.replay['since']} to {source.replay['to']}")  # fmt: skip
                 # no digest was recorded at that second: the one of the state the backup and
                 # the replayed changes give, summed as they are read, is what must read back
                 expected = StateDigest()
-                docs = _summed(docs, expected)
+                docs = summed(docs, expected)
             else:
                 expected = points[-1].entry.state.digest_value()
             if opts.indexes:
