@@ -13,6 +13,11 @@ Starts a throwaway FerretDB with its oplog (or uses MONGODB_URI, which must then
   next to ``insert_many`` of the same documents (whole restore, and its write phase);
 * incrementals at 1 % changed: bytes and time next to the full, from a collection read
   (timestamps) and from segments.
+
+    python -m benchmarks.capture --incremental-only --conversations 1000000
+
+measures only the last at scale (with its peak memory), and ``--index-cost`` (no server) what the
+id index earlier versions wrote beside a full would cost.
 """
 
 from __future__ import annotations
@@ -27,14 +32,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import bson
 
-from benchmarks.common import ROOT, bench_settings, load_conversations, server_name
-from bmc_pipeline.devdb import ephemeral_server, ferretdb_binary
+from benchmarks.common import (
+    ROOT,
+    bench_settings,
+    in_child,
+    load_conversations,
+    peak_rss_mib,
+    server_name,
+)
+from bmc_pipeline.config import Settings
+from bmc_pipeline.devdb import DevServer, ephemeral_server, ferretdb_binary, free_port
 from bmc_pipeline.engine.archive import ArchiveWriter
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.capture.segments import CaptureStore
@@ -118,16 +132,20 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
 
 
-def run(uri: str, tmp: Path, n: int, seconds: float, segment_seconds: float) -> None:
+def prepare(uri: str, tmp: Path, n: int) -> tuple[bytes, KeyRing, Settings, Path, Any, BackupStore]:
+    """A key, settings and their config file, and ``n`` conversations loaded."""
     key = os.urandom(32)
-    ring = KeyRing([Key(key)])
     s = bench_settings(uri, DB, tmp / "backups", ["conversations"])
     config = tmp / "config.json"
     config.write_text(s.model_dump_json())
     db = connect(uri, socket_timeout_ms=1_800_000)[DB]
-    coll = db["conversations"]
     load_conversations(db, "conversations", n, seed=5)
-    store = BackupStore(tmp / "backups")
+    return key, KeyRing([Key(key)]), s, config, db, BackupStore(tmp / "backups")
+
+
+def run(uri: str, tmp: Path, n: int, seconds: float, segment_seconds: float) -> None:
+    key, ring, s, config, db, store = prepare(uri, tmp, n)
+    coll = db["conversations"]
     capture = CaptureStore(store, ring)
     print(
         f"server: {server_name()} with its oplog; {n} conversations; segments every {segment_seconds:g} s"
@@ -235,13 +253,89 @@ def old_index_bytes(store: BackupStore, ring: KeyRing, backup_id: str) -> int:
     return writer.close().stored_bytes
 
 
+def index_cost(tmp: Path, n: int) -> None:
+    """A full backup of ``n`` conversations (in process, no server) and the index beside it."""
+    ring = KeyRing([Key(os.urandom(32))])
+    s = bench_settings(f"mongomock://{DB}", DB, tmp / "backups", ["conversations"])
+    db = connect(s.mongodb.uri)[DB]
+    load_conversations(db, "conversations", n, seed=5)
+    store = BackupStore(tmp / "backups")
+    full = BackupEngine(s, db, store, ring).run("full", ["conversations"], include_files=False)
+    index = old_index_bytes(store, ring, full.backup_id)
+    print(f"full backup of {n} conversations: {full.size_bytes:>12,} bytes stored")
+    print(f"the id index earlier versions wrote beside it: {index:>12,} bytes "
+          f"({index / full.size_bytes:.2f} of the full, {index / n:.1f} bytes per document)")  # fmt: skip
+
+
+def incremental_only(
+    uri: str, tmp: Path, n: int, segment_seconds: float, oplog_on: Callable[[], None]
+) -> None:
+    """At scale: the data loaded without the oplog (FerretDB's grows past its cap while a million
+    documents go in, and every read of it is a pass over all of it), ``oplog_on`` restarts the
+    server with it, capture starts, a full backup, 1 % changed, and the incremental from
+    segments measured in a child process (its peak memory is its own)."""
+    key, ring, s, config, db, store = prepare(uri, tmp, n)
+    oplog_on()
+    proc = CaptureProcess(config, key, segment_seconds)
+    capture = CaptureStore(store, ring)
+    wait_covered(capture, datetime.now(timezone.utc) - timedelta(minutes=5), timeout=600)
+    db = connect(uri, socket_timeout_ms=1_800_000)[DB]
+    t0 = time.perf_counter()
+    full = BackupEngine(s, db, store, ring).run("full", ["conversations"], include_files=False)
+    full_s = time.perf_counter() - t0
+    print(f"server: {server_name()}; full backup of {n}: {full_s:.1f} s, {full.size_bytes:,} bytes")
+    coll = db["conversations"]
+    t0 = time.perf_counter()
+    for d in coll.find({}, {"_id": 1}).limit(n // 100):
+        coll.update_one({"_id": d["_id"]}, {"$set": {"updated_at": datetime.now(timezone.utc)}})
+    print(f"{n // 100} documents updated in {time.perf_counter() - t0:.1f} s")
+    wait_covered(capture, datetime.now(timezone.utc), timeout=3600)
+    proc.stop()
+    el, size, how, peak = in_child(
+        "benchmarks.capture", "--child-incremental", uri, str(tmp / "backups"), key.hex()
+    )
+    print(f"incremental at 1 % from segments ({how}): {float(el):.1f} s = {float(el) / full_s:.3f} "
+          f"of the full; {int(size):,} bytes = {int(size) / full.size_bytes:.4f} of the full; "
+          f"peak RSS {float(peak):.0f} MiB")  # fmt: skip
+
+
+def child_incremental(uri: str, backup_dir: str, key_hex: str) -> None:
+    s = bench_settings(uri, DB, Path(backup_dir), ["conversations"])
+    db = connect(uri, socket_timeout_ms=1_800_000)[DB]
+    engine = BackupEngine(
+        s, db, BackupStore(Path(backup_dir)), KeyRing([Key(bytes.fromhex(key_hex))])
+    )
+    t0 = time.perf_counter()
+    r = engine.run("incremental", ["conversations"], include_files=False)
+    el = time.perf_counter() - t0
+    how = r.manifest.collections["conversations"].change_detection
+    print(f"{el:.3f} {r.size_bytes} {how} {peak_rss_mib():.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--segment-seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--index-cost", action="store_true", help="only: a full and the index it no longer writes"
+    )
+    ap.add_argument(
+        "--incremental-only", action="store_true", help="only: the incremental from segments"
+    )
+    ap.add_argument("--child-incremental", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_incremental:
+        child_incremental(*args.child_incremental)
+        return
     with tempfile.TemporaryDirectory() as tmp:
+        if args.index_cost:
+            index_cost(Path(tmp), args.conversations)
+            return
+        if os.environ.get("MONGODB_URI") and args.incremental_only:
+            uri = os.environ["MONGODB_URI"]
+            incremental_only(uri, Path(tmp), args.conversations, args.segment_seconds, lambda: None)
+            return
         if os.environ.get("MONGODB_URI"):
             run(
                 os.environ["MONGODB_URI"],
@@ -251,10 +345,25 @@ def main() -> None:
                 args.segment_seconds,
             )
             return
-        with ephemeral_server(
-            ferretdb_binary(ROOT / ".tools"), Path(tmp) / "db", oplog=True
-        ) as server:
-            run(server.uri, Path(tmp), args.conversations, args.seconds, args.segment_seconds)
+        binary = ferretdb_binary(ROOT / ".tools")
+        if args.incremental_only:
+            server = DevServer(binary, Path(tmp) / "db", free_port())
+            server.start(die_with_parent=True)
+
+            def oplog_on() -> None:
+                server.stop()
+                server.oplog = True
+                server.start(die_with_parent=True)
+
+            try:
+                incremental_only(
+                    server.uri, Path(tmp), args.conversations, args.segment_seconds, oplog_on
+                )
+            finally:
+                server.stop()
+            return
+        with ephemeral_server(binary, Path(tmp) / "db", oplog=True) as srv:
+            run(srv.uri, Path(tmp), args.conversations, args.seconds, args.segment_seconds)
 
 
 if __name__ == "__main__":

@@ -155,17 +155,22 @@ def pull(settings: Settings, backup_id: str | None, all: bool, json: bool) -> in
     out = run_job(settings, "storage_job", config, quiet=json).output
     rows: list[dict[str, Any]] = out["pulled"]
     if json:
-        print_json(rows[0] if backup_id and not all else {"pulled": rows, "count": len(rows)})
+        print_json(
+            rows[0]
+            if backup_id and not all
+            else {"pulled": rows, "count": len(rows),
+                  "capture_segments_pulled": out.get("capture", {}).get("segments_pulled", 0)}
+        )  # fmt: skip
     elif all and not rows:
         print(f"nothing to fetch: every backup at {out['remote_url']} is already in {out['store']}")
-    if not json and out.get("capture", {}).get("segments_pulled"):
-        print(f"fetched {out['capture']['segments_pulled']} capture segment(s)")
     else:
         for row in rows:
             state = "valid" if row["ok"] else "INVALID: " + "; ".join(row["errors"])
             print(
                 f"fetched {row['backup_id']} from {out['remote_url']} into {out['store']}: {state}"
             )
+    if not json and out.get("capture", {}).get("segments_pulled"):
+        print(f"fetched {out['capture']['segments_pulled']} capture segment(s)")
     return EXIT_OK if not [r for r in rows if not r["ok"]] else EXIT_INVALID
 
 

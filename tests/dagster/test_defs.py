@@ -25,6 +25,7 @@ PARTS = ("conversations", "quotes", "sessions", "context", "analytics", "files",
 EXPECTED_ASSET_KEYS = sorted(
     [f"backups/{t}/{name}" for t in ("full", "incremental") for name in PARTS]
     + ["backups/retention", "backups/health", "backups/drill"]
+    + [f"capture/{c}" for c in ("analytics", "context", "conversations", "quotes", "sessions")]
 )
 
 

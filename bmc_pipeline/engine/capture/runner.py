@@ -89,7 +89,10 @@ class CaptureRunner:
         record a gap if history was lost."""
         pos = self.capture.position()
         if pos is None:
-            began = self.source.open(None, start_at)
+            try:
+                began = self.source.open(None, start_at)
+            except HistoryLost:  # the log does not reach back to the newest full: from now on
+                began = self.source.open(None, None)
             pos = Position(source=self.source.name, database=self.database,
                            ranges=[CoveredRange(start=began, until=began)])  # fmt: skip
             self.log(f"capture: first start, covering changes from {began.isoformat()}")
