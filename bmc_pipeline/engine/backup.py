@@ -274,7 +274,7 @@ class BackupEngine:
                     detection = "capture"
                     read_until, layers = captured
                     watermark = read_until  # the state is the one at the end of the capture
-                    from_capture(delta, layers)
+                    from_capture(delta, layers, parent_ids)
                 elif coll_cfg.timestamp_field:
                     detection = "timestamp"
                     from_timestamps(

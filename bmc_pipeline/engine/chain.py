@@ -145,17 +145,18 @@ def point_changes(point: BackupPoint, keyring: KeyRing) -> Iterator[Change]:
 
 
 def merge_newest_first(
-    layers: list[Iterator[Change]], spill_dir: Path | None = None
+    layers: list[Iterator[Change]], spill_dir: Path | None = None, *, oldest_unique: bool = False
 ) -> tuple[Iterator[bytes], set[bytes]]:
     """The documents of a state built from layers of changes, newest layer first, and the ids
     a layer deleted that no newer layer brought back.
 
     The first change seen for an id decides it: a document is the id's version in the state, a
     deletion means it is absent. So no layer needs an index of the whole collection. The ids
-    already decided are a :class:`SpillMap` in ``spill_dir`` (flat memory); the oldest layer
-    (a full backup, each id once) is only looked up, never added. The deleted set is complete
+    already decided are a :class:`SpillMap` in ``spill_dir`` (flat memory). With
+    ``oldest_unique`` (the oldest layer is a full backup: each id once) that layer's ids are only
+    looked up, never added. The deleted set is complete
     once the documents are exhausted. A drop (:data:`DROPPED`) ends the merge: the state holds
-    only what newer changes brought.
+    only what newer changes brought, and the deleted set then holds :data:`DROPPED` too.
     """
     deleted: set[bytes] = set()
 
@@ -163,9 +164,10 @@ def merge_newest_first(
         seen = SpillMap(directory=spill_dir)
         try:
             for n, layer in enumerate(layers):
-                oldest = n == len(layers) - 1
+                oldest = oldest_unique and n == len(layers) - 1
                 for elem, raw in layer:
                     if elem == DROPPED:
+                        deleted.add(DROPPED)  # tells the caller everything older is gone
                         return
                     if elem in seen:
                         continue
@@ -194,7 +196,8 @@ def point_documents(
     are exhausted.
     """
     layers = list(newer or []) + [point_changes(p, keyring) for p in reversed(points)]
-    return merge_newest_first(layers, spill_dir)
+    # a chain starts at a full backup, which holds each id once
+    return merge_newest_first(layers, spill_dir, oldest_unique=points[0].entry.parent is None)
 
 
 def point_state(

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from bmc_pipeline.engine.archive import ArchiveWriter
-from bmc_pipeline.engine.chain import Change, merge_newest_first
+from bmc_pipeline.engine.chain import DROPPED, Change, merge_newest_first
 from bmc_pipeline.engine.digest import StateDigest, document_hash
 from bmc_pipeline.engine.mongo import raw_batches
 from bmc_pipeline.engine.rawbson import decode_id, id_document, id_element
@@ -79,13 +79,21 @@ class Delta:
                 self.delete(elem)
 
 
-def from_capture(delta: Delta, layers: list[Iterator[Change]]) -> None:
-    """Apply captured changes (newest layer first); reads nothing from the server."""
+def from_capture(
+    delta: Delta, layers: list[Iterator[Change]], parent_ids: Callable[[], Iterator[bytes]]
+) -> None:
+    """Apply captured changes (newest layer first); reads nothing from the server. After a drop
+    every id of the parent that no later change brought back is gone too."""
     docs, deleted = merge_newest_first(layers)
+    kept = SpillMap()
     for raw in docs:
         delta.put(raw)
-    for elem in deleted:
+        kept[id_element(raw)] = b""
+    for elem in deleted - {DROPPED}:
         delta.delete(elem)
+    if DROPPED in deleted:
+        delta.delete_absent(parent_ids(), kept.__contains__)
+    kept.close()
 
 
 def from_timestamps(
