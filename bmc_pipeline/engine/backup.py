@@ -266,7 +266,7 @@ class BackupEngine:
                     return _docs_in(batches, name, self.throttle)
 
                 captured = (
-                    self.capture.changes_since(name, parent_watermark)
+                    self.capture.changes_since(name, pentry)
                     if self.capture is not None
                     else None
                 )

@@ -69,16 +69,18 @@ class CapturedChanges:
                     yield c
 
     def changes_since(
-        self, collection: str, watermark: datetime
+        self, collection: str, parent: CollectionEntry
     ) -> tuple[datetime, list[Iterator[Change]]] | None:
         """(the time the captured state reaches, its layers) when capture covers everything from
-        ``watermark`` to its newest sealed time; None when it does not (the incremental then
-        reads the collection)."""
+        the parent point's watermark to past the end of its read (the replay rule above); None
+        when it does not (the incremental then reads the collection)."""
         pos = self.position()
-        if pos is None or not pos.ranges:
+        ended = read_until(parent)
+        if pos is None or not pos.ranges or parent.watermark is None or ended is None:
             return None
+        watermark = datetime.fromisoformat(parent.watermark)
         newest = pos.ranges[-1]
-        if newest.start > watermark or newest.until < watermark:
+        if newest.start > watermark or newest.until < ended:
             return None
         return newest.until, self.layers(collection, watermark - CLOCK_MARGIN, newest.until)
 
