@@ -35,6 +35,9 @@ def print_restore_report(report: dict[str, Any], *, as_json: bool, undo: bool = 
         f"{report['target_collection']} from {report['backup_id']} "
         f"(chain: {' -> '.join(report['chain']) or 'file'})"
     )
+    if report.get("replay"):
+        r = report["replay"]
+        print(f"  the state at {r['to']}: captured changes since {r['since']} replayed over it")
     print(
         f"  inserted {report['inserted']}, overwritten {report['overwritten']}, merged "
         f"{report['merged']}, skipped {report['skipped']} ({report['unchanged']} unchanged), "

@@ -266,9 +266,7 @@ class BackupEngine:
                     return _docs_in(batches, name, self.throttle)
 
                 captured = (
-                    self.capture.changes_since(name, pentry)
-                    if self.capture is not None
-                    else None
+                    self.capture.changes_since(name, pentry) if self.capture is not None else None
                 )
                 if captured is not None:
                     detection = "capture"

@@ -233,6 +233,7 @@ def test_lost_history_is_a_gap_alerted_once_and_refused(
     with pytest.raises(BackupNotFoundError, match=r"Captured: .* to .*, .* to") as refused:
         restore_at(cap, key, in_gap, "in_gap")
     assert "history lost between" in str(refused.value)
+    assert "falls in a gap" in str(refused.value)
 
 
 def test_standalone_server_is_refused_naming_what_to_enable(

@@ -122,8 +122,12 @@ def test_capture_that_began_after_the_backup_cannot_replay_it(
     s, db, ring, t0 = base
     later = t0 + timedelta(minutes=5)
     capture(s, ring, later, later + timedelta(seconds=5), put(later, doc(1, 9)))
-    with pytest.raises(BackupNotFoundError, match="no backup point taken while capture"):
+    with pytest.raises(BackupNotFoundError, match="no backup point was taken while capture"):
         restore_at(s, db, ring, later + timedelta(seconds=2), "nope")
+    # before capture began, a point in time means what it always did: the newest backup point
+    before = restore_at(s, db, ring, t0 + timedelta(seconds=1), "before_capture")
+    assert before.replay is None and before.verified
+    assert state(db, "before_capture") == {i: 0 for i in range(10)}
     # and the next incremental reads the collection instead of trusting segments
     inc = BackupEngine(s, db, BackupStore(s.backup_dir), ring).run(
         "incremental", [COLL], include_files=False

@@ -89,8 +89,9 @@ class CapturedChanges:
     ) -> tuple[BackupRef, list[Iterator[Change]], datetime] | None:
         """For a restore of ``collection`` at ``when``: (the backup point to start from, the
         changes to replay over it, the watermark replay starts at). None when nothing was ever
-        captured (the restore then uses the newest point at or before ``when``, as always);
-        a refusal naming the covered ranges when ``when`` is not covered."""
+        captured or ``when`` is before capture began (the restore then uses the newest point at
+        or before ``when``, as always); a refusal naming the covered ranges when ``when`` is after
+        the newest captured second, in a gap, or in a range no backup point can start from."""
         pos = self.position()
         if pos is None or not pos.ranges:
             return None
@@ -104,6 +105,8 @@ class CapturedChanges:
                 f"{newest.isoformat()} (captured: {pos.describe_ranges()}); pick an earlier time, "
                 "or check that capture is running ('bmc-backup status')"
             )
+        if when < pos.ranges[0].start:
+            return None  # before capture began: the backups alone, as always
         best: tuple[datetime, BackupRef, datetime] | None = None
         for ref in self.backups.refs():
             if ref.backup_type == "rollback" or ref.timestamp > when:
@@ -122,9 +125,15 @@ class CapturedChanges:
                 f"history lost between {g.after.isoformat()} and {g.before.isoformat()}"
                 for g in pos.gaps
             )
+            in_gap = any(g.after < when < g.before for g in pos.gaps)
+            why = (
+                "that time falls in a gap of continuous capture"
+                if in_gap
+                else "no backup point was taken while capture was running before that time, so "
+                "no replay can reach it"
+            )
             raise BackupNotFoundError(
-                f"cannot restore {collection!r} to {when.isoformat()}: no backup point taken "
-                f"while capture was covering it is followed by captured changes up to that time. "
+                f"cannot restore {collection!r} to {when.isoformat()}: {why}. "
                 f"Captured: {pos.describe_ranges()}"
                 + (f"; {gaps}" if gaps else "")
                 + ". Pick a time inside a captured range after a backup, or restore a backup "

@@ -443,6 +443,7 @@ class RestoreEngine:
             before_count=p.before_count,
             expected=p.expected,
             batch_size=self.settings.mongodb.batch_size,
+            expected_is="backup" if p.report.replay is None else "backup and captured changes",
         )
         if p.shape is not None:
             missing_because_failed = {f"index {name} is missing" for name in index_errors}

@@ -27,12 +27,14 @@ def verify_restore(
     before_count: int,
     expected: StateDigest | None,
     batch_size: int,
+    expected_is: str = "backup",
 ) -> SpillMap:
     """Set ``report.verified`` and say in ``report.verification`` what was compared; returns the
     collection as read (id element -> content hash), what the rollback's check starts from.
 
     ``expected`` is the backup point's state digest, given only when the restore was complete
-    (no filters, not a legacy file) into a collection that was empty.
+    (no filters, not a legacy file) into a collection that was empty; after a replay of captured
+    changes, that of the state they lead to (``expected_is`` names it in the report).
     """
     after, digest = read_target(coll, batch_size, plan.dir)
     ok = True
@@ -64,13 +66,13 @@ def verify_restore(
     if expected is not None:
         if digest.hexdigest == expected.hexdigest and digest.count == expected.count:
             report.verification.append(
-                f"state digest equals the backup's ({expected.count} documents, {expected.hexdigest[:23]}...)"
+                f"state digest equals the {expected_is}'s ({expected.count} documents, {expected.hexdigest[:23]}...)"
             )
         else:
             ok = False
             report.verification.append(
                 f"state digest {digest.hexdigest} ({digest.count} documents) differs from the "
-                f"backup's {expected.hexdigest} ({expected.count} documents)"
+                f"{expected_is}'s {expected.hexdigest} ({expected.count} documents)"
             )
     report.verified = ok
     return after
