@@ -4,6 +4,7 @@ built from segments."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -19,13 +20,14 @@ import pytest
 from pymongo import MongoClient, monitoring
 
 from bmc_pipeline.config import Settings
-from bmc_pipeline.devdb import DevServer, ephemeral_server
+from bmc_pipeline.devdb import DevServer, ephemeral_server, ferretdb_binary, installed_version
 from bmc_pipeline.engine.backup import BackupEngine
 from bmc_pipeline.engine.capture.segments import CaptureStore
 from bmc_pipeline.engine.crypto import Key, KeyRing
 from bmc_pipeline.engine.deployment import Deployment
 from bmc_pipeline.engine.errors import BackupNotFoundError
 from bmc_pipeline.engine.restore import RestoreEngine, RestoreFilters, RestoreOptions
+from bmc_pipeline.engine.sample_data import seed_database
 from tests.support import ROOT, make_settings, write_config
 
 COLL = "conversations"
@@ -33,8 +35,6 @@ COLL = "conversations"
 
 @pytest.fixture(scope="module")
 def oplog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    from bmc_pipeline.devdb import ferretdb_binary, installed_version
-
     binary = ferretdb_binary(ROOT / ".tools")
     if installed_version(binary) is None:
         pytest.skip("FerretDB is not built: run 'make setup'")
@@ -57,7 +57,7 @@ class Capture:
         self.config = write_config(settings, tmp / "capture_config.json")
         self.env = {
             **os.environ,
-            "BMC_BACKUP_KEY": __import__("base64").b64encode(key.material).decode(),
+            "BMC_BACKUP_KEY": base64.b64encode(key.material).decode(),
             "DAGSTER_HOME": str(tmp / "dagster"),
         }
         self.proc: subprocess.Popen[str] | None = None
@@ -240,7 +240,7 @@ def test_standalone_server_is_refused_naming_what_to_enable(
     settings: Settings, key: Key, tmp_path: Path
 ) -> None:
     config = write_config(settings, tmp_path / "standalone.json")
-    env = {**os.environ, "BMC_BACKUP_KEY": __import__("base64").b64encode(key.material).decode(),
+    env = {**os.environ, "BMC_BACKUP_KEY": base64.b64encode(key.material).decode(),
            "DAGSTER_HOME": str(tmp_path / "dagster")}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "bmc_pipeline.cli", "--config", str(config), "capture"],
@@ -280,8 +280,6 @@ class ReadCounter(monitoring.CommandListener):
 def test_incrementals_cost_what_changed(
     cap: Settings, key: Key, tmp_path: Path, oplog_server: DevServer
 ) -> None:
-    from bmc_pipeline.engine.sample_data import seed_database
-
     db = Deployment(cap).database()
     seed_database(db, 3000, 7)
     coll = db[COLL]
