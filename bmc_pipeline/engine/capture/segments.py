@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bmc_pipeline.engine.archive import ARCHIVE_SUFFIX, ArchiveReader, ArchiveWriter
 from bmc_pipeline.engine.atomic import TMP_PREFIX, fsync_dir, write_atomic
@@ -147,7 +147,13 @@ class CaptureStore:
         if not path.exists():
             return None
         doc = self._read_signed(path, "the capture position")
-        return Position.model_validate(doc)
+        try:
+            return Position.model_validate(doc)
+        except ValidationError as exc:
+            raise IntegrityError(
+                f"the capture position {path} is not one this version reads: {exc.errors()[0]['msg']}",
+                path=str(path),
+            ) from None
 
     def save_position(self, position: Position) -> None:
         position.updated = datetime.now(timezone.utc)
