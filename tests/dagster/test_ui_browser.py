@@ -71,6 +71,26 @@ def _open(page: Any, url: str) -> None:
         skip.click()
 
 
+def _click_when_free(page: Any, button: Any, timeout_s: float = 90) -> None:
+    """Click ``button`` once it is enabled and no dialog covers it. The UI can open a dialog of
+    its own at any time (the newsletter prompt, a notice); it is closed first, as a person would."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if page.locator(".bp5-overlay-backdrop").count():
+            for name in ("Skip", "Close", "Dismiss", "Done"):
+                found = page.get_by_role("button", name=name, exact=True)
+                if found.count():
+                    found.first.click()
+                    break
+            else:
+                page.keyboard.press("Escape")
+        elif button.is_enabled():
+            button.click(timeout=10_000)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the button stayed disabled or covered for {timeout_s:.0f} s")
+
+
 def _new_run(settings: Settings, before: set[str], timeout_s: float = 180) -> dg.DagsterRun:
     """The run the UI launched (not among ``before``), once it has finished."""
     deadline = time.monotonic() + timeout_s
@@ -106,7 +126,7 @@ def test_an_operator_uses_the_console(
     before = _run_ids(mock_settings)
     _open(page, f"{ui}/assets/backups/full/conversations?view=checks")
     page.get_by_text("archive_integrity").first.wait_for()
-    page.get_by_text("Execute", exact=True).click()
+    _click_when_free(page, page.get_by_text("Execute", exact=True))
     check_run = _new_run(mock_settings, before)
     _open(page, f"{ui}/runs/{check_run.run_id}")
     page.get_by_text("archive_integrity").first.wait_for()
@@ -126,7 +146,7 @@ def test_an_operator_uses_the_console(
     _open(page, f"{ui}/locations/bmc_pipeline/jobs/restore_job/playground")
     page.get_by_text("No errors").wait_for()
     _shot(page, tmp_path, "4-launchpad")
-    page.get_by_role("button", name="Launch Run").click()
+    _click_when_free(page, page.get_by_role("button", name="Launch Run"))
     restore_run = _new_run(mock_settings, before)
     _open(page, f"{ui}/runs/{restore_run.run_id}")
     page.get_by_text("restore_op").first.wait_for()
