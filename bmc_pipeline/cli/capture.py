@@ -12,6 +12,7 @@ import threading
 from types import FrameType
 
 import click
+from pymongo.errors import PyMongoError
 
 from bmc_pipeline.cli.options import Commands, json_option, print_json, say
 from bmc_pipeline.config import Settings
@@ -25,8 +26,8 @@ from bmc_pipeline.engine.capture.runner import (
 from bmc_pipeline.engine.capture.segments import CaptureStore
 from bmc_pipeline.engine.capture.sources import detect_source
 from bmc_pipeline.engine.deployment import Deployment
-from bmc_pipeline.engine.errors import EXIT_OK, BmcError
-from bmc_pipeline.engine.mongo import masked_uri
+from bmc_pipeline.engine.errors import EXIT_OK, BmcError, DatabaseError
+from bmc_pipeline.engine.mongo import describe, masked_uri
 
 commands = Commands()
 
@@ -94,7 +95,13 @@ def capture(
         log(f"capture: {source.name} of {db.name}, a segment every {runner.segment_seconds:g} s")
         if timer is not None:
             timer.start()
-        runner.run(stop)
+        try:
+            runner.run(stop)
+        except PyMongoError as exc:
+            raise DatabaseError(
+                f"capture stopped: {masked_uri(settings.mongodb.uri)} failed ({describe(exc)}); "
+                "started again (systemd does), it resumes from its saved position"
+            ) from exc
         pos = runner.position or pos
     finally:
         if timer is not None:
