@@ -75,7 +75,6 @@ def capture(
         CaptureStore(store, keyring),
         source,
         database=db.name,
-        collections=None,  # every collection of the database: one added later is covered
         segment_seconds=segment_seconds or settings.capture.segment_seconds,
         log=log,
         notify=notify,

@@ -129,14 +129,18 @@ class RemoteStore:
     # -- listing ---------------------------------------------------------------------------------
     def backup_ids(self) -> list[str]:
         """Backups the remote holds (those whose manifest is there), oldest first."""
+        names = self._glob(f"{self.root}/*/backup_*.json", "listing")
+        ids = (backup_id_of_manifest(n.rsplit("/", 1)[-1]) for n in names)
+        return sorted(i for i in ids if i)
+
+    def _glob(self, pattern: str, what: str) -> list[str]:
+        """Remote paths matching ``pattern``; none where the directory does not exist yet."""
         try:
-            names = self.fs.glob(f"{self.root}/*/backup_*.json")
+            return [str(n) for n in self.fs.glob(pattern)]
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise RemoteError(f"listing {self.url} failed: {exc}") from exc
-        ids = (backup_id_of_manifest(str(n).rsplit("/", 1)[-1]) for n in names)
-        return sorted(i for i in ids if i)
+            raise RemoteError(f"{what} {self.url} failed: {exc}") from exc
 
     # -- upload ----------------------------------------------------------------------------------
     def push(
@@ -207,7 +211,7 @@ class RemoteStore:
         position: a lost disk then loses only what was captured since the last copy."""
         capture = CaptureStore(store, keyring)
         result = PushResult("capture", self.url)
-        there = set(self._remote_segments())
+        there = {m.rsplit("/", 1)[-1][: -len(".json")] for m in self._segment_manifests()}
         pushed = 0
         for seg in capture.segments():
             if seg.name in there:
@@ -224,14 +228,8 @@ class RemoteStore:
             log(f"{pushed} capture segment(s) copied to {self.url}")
         return {"segments_pushed": pushed, "bytes": result.uploaded_bytes}
 
-    def _remote_segments(self) -> list[str]:
-        try:
-            found = self.fs.glob(f"{self.root}/{CAPTURE_DIR}/*/seg_*.json")
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise RemoteError(f"listing capture segments at {self.url} failed: {exc}") from exc
-        return [str(f).rsplit("/", 1)[-1][: -len(".json")] for f in found]
+    def _segment_manifests(self) -> list[str]:
+        return self._glob(f"{self.root}/{CAPTURE_DIR}/*/seg_*.json", "listing capture segments at")
 
     def pull_capture(self, store: BackupStore, keyring: KeyRing) -> dict[str, Any]:
         """Fetch the segments this store lacks (each manifest authenticated first, written last),
@@ -240,9 +238,7 @@ class RemoteStore:
         here = {s.name for s in capture.segments()}
         remote_root = f"{self.root}/{CAPTURE_DIR}"
         pulled = 0
-        for manifest in self._call("listing capture segments", self.fs.glob,
-                                   f"{remote_root}/*/seg_*.json"):  # fmt: skip
-            manifest = str(manifest)
+        for manifest in self._segment_manifests():
             name = manifest.rsplit("/", 1)[-1][: -len(".json")]
             rel = manifest[len(remote_root) + 1 :]
             if name in here or not is_segment_name(name) or not plain_relative(rel):

@@ -133,13 +133,20 @@ def full_backup(s: Settings, key: Key) -> Any:
     )
 
 
-def test_restore_to_a_second_equals_that_state(cap: Settings, key: Key, tmp_path: Path) -> None:
+def captured_from_a_full(
+    cap: Settings, key: Key, tmp_path: Path, conversations: int
+) -> tuple[Any, Any, Capture]:
+    """``conversations`` written, a full backup of them, then capture started."""
     db = Deployment(cap).database()
-    coll = db[COLL]
-    coll.insert_many([conversation(i) for i in range(40)])
+    db[COLL].insert_many([conversation(i) for i in range(conversations)])
     full_backup(cap, key)
     capture = Capture(cap, tmp_path, key)
     capture.start()
+    return db, db[COLL], capture
+
+
+def test_restore_to_a_second_equals_that_state(cap: Settings, key: Key, tmp_path: Path) -> None:
+    db, coll, capture = captured_from_a_full(cap, key, tmp_path, 40)
     # changes at t1
     coll.insert_one(conversation(100, "new at t1"))
     coll.update_one({"_id": "c00001"}, {"$set": {"text": "edited at t1"}})
@@ -175,12 +182,7 @@ def test_restore_to_a_second_equals_that_state(cap: Settings, key: Key, tmp_path
 
 
 def test_sigkill_between_segments_loses_nothing(cap: Settings, key: Key, tmp_path: Path) -> None:
-    db = Deployment(cap).database()
-    coll = db[COLL]
-    coll.insert_many([conversation(i) for i in range(20)])
-    full_backup(cap, key)
-    capture = Capture(cap, tmp_path, key)
-    capture.start()
+    db, coll, capture = captured_from_a_full(cap, key, tmp_path, 20)
     coll.update_one({"_id": "c00005"}, {"$set": {"text": "before the kill"}})
     capture.caught_up(datetime.now(timezone.utc))  # sealed
     coll.insert_one(conversation(200, "read or not when killed"))
@@ -202,12 +204,7 @@ def test_sigkill_between_segments_loses_nothing(cap: Settings, key: Key, tmp_pat
 def test_lost_history_is_a_gap_alerted_once_and_refused(
     cap: Settings, key: Key, tmp_path: Path, oplog_server: DevServer
 ) -> None:
-    db = Deployment(cap).database()
-    coll = db[COLL]
-    coll.insert_many([conversation(i) for i in range(10)])
-    full_backup(cap, key)
-    capture = Capture(cap, tmp_path, key)
-    capture.start()
+    _, coll, capture = captured_from_a_full(cap, key, tmp_path, 10)
     capture.caught_up(datetime.now(timezone.utc))
     before_gap = capture.stop()
     assert before_gap is not None

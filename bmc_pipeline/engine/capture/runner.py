@@ -56,7 +56,8 @@ class SealStats:
 
 
 class CaptureRunner:
-    """Capture from ``source`` into ``capture`` until :meth:`run`'s stop event is set."""
+    """Capture from ``source`` into ``capture`` until :meth:`run`'s stop event is set: every
+    collection of the database, so one added to the configuration later is covered already."""
 
     def __init__(
         self,
@@ -64,7 +65,6 @@ class CaptureRunner:
         source: Source,
         *,
         database: str,
-        collections: list[str] | None,
         segment_seconds: float,
         log: Log,
         notify: Notify,
@@ -72,7 +72,7 @@ class CaptureRunner:
         on_seal: Callable[[SealStats], None] | None = None,
     ) -> None:
         self.capture, self.source = capture, source
-        self.database, self.collections = database, set(collections) if collections else None
+        self.database = database
         self.segment_seconds = segment_seconds
         # after a short batch, before the next read: a sixth of the segment period (0.2 to 5 s)
         self.pause_s = min(5.0, max(0.2, segment_seconds / 6))
@@ -130,8 +130,6 @@ class CaptureRunner:
         """One read from the source; returns how many changes it gave."""
         asked = self.clock()
         changes = self.source.poll(max_wait_s)
-        if self.collections is not None:
-            changes = [c for c in changes if c.collection in self.collections]
         self.pending.extend(changes)
         if self.source.caught_up:
             self.caught_up_at = asked  # everything written before this poll began is in hand
